@@ -1,0 +1,49 @@
+# boshd: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= conf/boshd.toml
+APT_PACKAGES := prosody
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test check fmt venv deps system-deps clean
+
+## venv: create .venv and install boshd with its test tools (re-run when pyproject.toml changes)
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+## system-deps: Debian packages the test suite talks to (real Prosody); installed only if missing
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+deps: venv system-deps
+
+## run: start boshd in the foreground with the default config
+run: venv
+	$(VENV)/bin/boshd run --config $(CONFIG)
+
+## check: formatting, lint and strict typing
+check: venv
+	$(VENV)/bin/ruff format --check boshd tests bench
+	$(VENV)/bin/ruff check boshd tests bench
+	$(VENV)/bin/mypy boshd
+
+fmt: venv
+	$(VENV)/bin/ruff format boshd tests bench
+	$(VENV)/bin/ruff check --fix boshd tests bench
+
+## test: install everything, run the static checks and the whole suite (unit, protocol, e2e)
+test: deps check
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,159 @@
+"""The upstream XMPP stream as a client session sees it; shared by BOSH and WebSocket.
+
+Theory of operation
+-------------------
+Each client session owns exactly one upstream stream on one TCP connection (G-UP-01). The
+transport cores (:mod:`boshd.core.bosh`, :mod:`boshd.core.framing`) ask this object for the
+actions that drive the stream and tell it what the server did; it keeps the phase and what the
+server announced (stream ``id``, ``from``, ``version``), and knows how to bounce stanzas that can
+no longer be delivered (XEP-0206 §7).
+
+=============  ===========================  ==========================================
+phase          entered on                   leaves on
+=============  ===========================  ==========================================
+IDLE           construction                 connect() -> CONNECTING
+CONNECTING     connect()                    opened() -> OPEN; failed() -> CLOSED
+OPEN           server header                restart() -> RESTARTING; close() -> CLOSING
+RESTARTING     restart() (new header sent)  opened() -> OPEN
+CLOSING        close()                      closed()/failed() -> CLOSED
+CLOSED         end of stream                (final)
+=============  ===========================  ==========================================
+
+A restart sends a new header on the same connection and never closes it (X-RST-02, W-RST-02,
+C-HDR-08). The restart is always client-driven (X-RST-07): nothing here restarts on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from xml.sax.saxutils import quoteattr
+
+from boshd.core.events import (
+    CloseUpstream,
+    ConnectUpstream,
+    RestartUpstream,
+    ServerStreamInfo,
+    Stanza,
+    StreamHeader,
+)
+from boshd.errors import InvalidState
+
+log = logging.getLogger("boshd.stream")
+
+JABBER_CLIENT = "jabber:client"
+STREAMS_NS = "http://etherx.jabber.org/streams"
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+class StreamPhase(Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    RESTARTING = "restarting"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class XmppStream:
+    """Phase and server facts of one upstream stream; produces the actions that drive it."""
+
+    def __init__(self, header: StreamHeader, route: str | None = None, label: str = "") -> None:
+        self.header = header
+        self.route = route
+        self.label = label
+        self._phase = StreamPhase.IDLE
+        self.server: ServerStreamInfo | None = None
+        self.restarts = 0
+
+    @property
+    def phase(self) -> StreamPhase:
+        return self._phase
+
+    def _set_phase(self, phase: StreamPhase) -> None:
+        if phase is not self._phase:
+            log.debug("[%s] upstream stream %s -> %s", self.label, self._phase.value, phase.value)
+            self._phase = phase
+
+    @property
+    def usable(self) -> bool:
+        """Stanzas may be written upstream (the connection is up and not being closed)."""
+        return self._phase in (StreamPhase.OPEN, StreamPhase.RESTARTING)
+
+    @property
+    def ended(self) -> bool:
+        return self._phase is StreamPhase.CLOSED
+
+    def connect(self) -> ConnectUpstream:
+        if self._phase is not StreamPhase.IDLE:
+            raise InvalidState(f"connect() in phase {self._phase.value}")
+        self._set_phase(StreamPhase.CONNECTING)
+        return ConnectUpstream(self.header, self.route)
+
+    def opened(self, info: ServerStreamInfo) -> bool:
+        """The server's header arrived. Returns True for the first header of the session."""
+        first = self.server is None
+        self.server = info
+        if self._phase in (StreamPhase.CONNECTING, StreamPhase.RESTARTING):
+            self._set_phase(StreamPhase.OPEN)
+        return first
+
+    def restart(
+        self, to: str | None = None, lang: str | None = None, from_: str | None = None
+    ) -> RestartUpstream:
+        """Client-driven restart (XEP-0206 §5 X-RST-05/06, RFC 7395 §3.7)."""
+        if self._phase is not StreamPhase.OPEN:
+            raise InvalidState(f"restart() in phase {self._phase.value}")
+        self.header = StreamHeader(
+            to=to or self.header.to,
+            lang=lang or self.header.lang,
+            from_=from_ if from_ is not None else self.header.from_,
+            version=self.header.version,
+        )
+        self.restarts += 1
+        self._set_phase(StreamPhase.RESTARTING)
+        return RestartUpstream(self.header)
+
+    def close(self, graceful: bool = True) -> CloseUpstream | None:
+        """Close our side. Returns the action, or None if nothing is left to close."""
+        if self._phase in (StreamPhase.CLOSED, StreamPhase.CLOSING):
+            return None
+        if self._phase is StreamPhase.IDLE:
+            self._set_phase(StreamPhase.CLOSED)
+            return None
+        self._set_phase(StreamPhase.CLOSING if graceful else StreamPhase.CLOSED)
+        return CloseUpstream(graceful=graceful)
+
+    def ended_by_server(self) -> None:
+        """The server closed, failed or the connection broke: nothing more can be sent."""
+        self._set_phase(StreamPhase.CLOSED)
+
+
+def bounce(stanza: Stanza) -> bytes | None:
+    """The error to send back for a stanza that cannot reach the client (XEP-0206 §7).
+
+    Presence is dropped; an IQ get/set gets ``service-unavailable``; a message gets
+    ``recipient-unavailable``. Errors and IQ results are never answered (X-UNAV-01), so two
+    entities can never bounce errors at each other forever.
+    """
+    if stanza.ns != JABBER_CLIENT or stanza.type == "error":
+        return None
+    if stanza.name == "iq":
+        if stanza.type not in ("get", "set"):
+            return None
+        condition, kind = "service-unavailable", "cancel"
+    elif stanza.name == "message":
+        condition, kind = "recipient-unavailable", "wait"
+    else:
+        return None
+    attrs = [" type='error'"]
+    if stanza.id is not None:
+        attrs.append(f" id={quoteattr(stanza.id)}")
+    if stanza.from_ is not None:
+        attrs.append(f" to={quoteattr(stanza.from_)}")
+    text = (
+        f"<{stanza.name} xmlns='{JABBER_CLIENT}'{''.join(attrs)}>"
+        f"<error type='{kind}'><{condition} xmlns='{STANZAS_NS}'/></error>"
+        f"</{stanza.name}>"
+    )
+    return text.encode()

@@ -1,0 +1,92 @@
+"""The one exception tree of boshd.
+
+::
+
+    BoshdError
+     +-- ConfigError              bad configuration; carries every problem found (CLI exits 78)
+     +-- InvalidState             a state machine was driven in a state that forbids the input
+     +-- ProtocolError            the peer broke a protocol rule; carries the BOSH condition
+     |    +-- BadRequest          bad-request (legacy HTTP 400)
+     |    +-- ItemNotFound        item-not-found (legacy HTTP 404)
+     |    +-- PolicyViolation     policy-violation (legacy HTTP 403)
+     |    +-- AddressingError     host-unknown, host-gone, improper-addressing, see-other-uri
+     +-- UpstreamError            the XMPP server could not be reached or used
+          +-- UpstreamTimeout     connect, DNS or header exchange took too long
+          +-- UpstreamTLSError    STARTTLS / direct TLS failed, certificate not trusted
+
+Protocol and upstream errors carry the :class:`~boshd.core.conditions.Condition` that the
+front end reports, so there is exactly one place that maps errors to responses. This module
+uses the standard library only, so the pure core may raise these errors.
+"""
+
+from __future__ import annotations
+
+from boshd.core.conditions import Condition
+
+
+class BoshdError(Exception):
+    """Root of every exception boshd raises on purpose."""
+
+
+class ConfigError(BoshdError):
+    """The configuration is invalid; ``problems`` lists each one as ``dotted.key: message``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class InvalidState(BoshdError):
+    """An input arrived in a state where it is not allowed (a bug in the caller)."""
+
+
+class ProtocolError(BoshdError):
+    """The client (or server) broke a protocol rule; ends the session with ``condition``."""
+
+    condition: Condition = Condition.UNDEFINED_CONDITION
+
+    def __init__(self, reason: str, condition: Condition | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if condition is not None:
+            self.condition = condition
+
+    @property
+    def legacy_status(self) -> int | None:
+        return self.condition.legacy_status
+
+
+class BadRequest(ProtocolError):
+    condition = Condition.BAD_REQUEST
+
+
+class ItemNotFound(ProtocolError):
+    condition = Condition.ITEM_NOT_FOUND
+
+
+class PolicyViolation(ProtocolError):
+    condition = Condition.POLICY_VIOLATION
+
+
+class AddressingError(ProtocolError):
+    """``to``/``route`` missing, unknown, retired or redirected (B-SREQ-03..06)."""
+
+    condition = Condition.HOST_UNKNOWN
+
+
+class UpstreamError(BoshdError):
+    """The upstream XMPP server could not be reached, or the connection broke."""
+
+    condition = Condition.REMOTE_CONNECTION_FAILED
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class UpstreamTLSError(UpstreamError):
+    pass
