@@ -1,0 +1,5 @@
+import sys
+
+from boshd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,458 @@
+"""Configuration: a TOML file parsed into frozen dataclasses.
+
+Every key is declared once below, with its type, default and a one-line meaning; the loader
+reports *all* problems at once, each with its dotted path and the value received
+(``bosh.max_wait: must be > 0, got -5``), and unknown keys are errors, never ignored. Only the
+CLI exits on a bad config (exit code 78); this module raises :class:`ConfigError`.
+
+Durations accept a number of seconds or a string with a unit (``"500ms"``, ``"30s"``,
+``"5m"``, ``"1h"``); sizes accept a number of bytes or a string with a unit (``"512B"``,
+``"64KiB"``, ``"1MiB"``, ``"10MB"``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from boshd.core.params import DEFAULT_ALLOWED_CONTENT, BoshLimits
+from boshd.errors import ConfigError
+
+DEFAULT_PATH = Path("/etc/boshd/boshd.toml")
+ENV_VAR = "BOSHD_CONFIG"
+
+T = TypeVar("T")
+
+
+class _Invalid(Exception):
+    """One bad value; the loader adds the dotted path."""
+
+
+# --------------------------------------------------------------------------- value parsers
+
+_DURATION_SIGNED = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h)?\s*$")
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KB|KiB|MB|MiB|GB|GiB|k|K|M|G)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "k": 1024,
+    "K": 1024,
+    "KiB": 1024,
+    "KB": 1000,
+    "M": 1024**2,
+    "MiB": 1024**2,
+    "MB": 1000**2,
+    "G": 1024**3,
+    "GiB": 1024**3,
+    "GB": 1000**3,
+}
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise _Invalid(f"must be a duration like '30s', got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION_SIGNED.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise _Invalid(f"must be a duration like '30s' or '500ms', got {value!r}")
+    return seconds
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise _Invalid(f"must be a size like '64KiB', got {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    else:
+        raise _Invalid(f"must be a size like '64KiB' or a number of bytes, got {value!r}")
+    if size < 0:
+        raise _Invalid(f"must be >= 0, got {value!r}")
+    return size
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"must be an integer, got {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {value!r}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, got {value!r}")
+    return value
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Invalid(f"must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise _Invalid(f"must be one of {', '.join(choices)}, got {value!r}")
+        return str(value)
+
+    return parse
+
+
+def _whole_seconds(value: Any) -> int:
+    seconds = _duration(value)
+    if seconds != int(seconds):  # BOSH attributes are whole seconds
+        raise _Invalid(f"must be a whole number of seconds, got {value!r}")
+    return int(seconds)
+
+
+def _listen(value: Any) -> tuple[str, ...]:
+    items = _str_list(value)
+    for item in items:
+        if item.startswith("unix:"):
+            if len(item) == len("unix:"):
+                raise _Invalid(f"unix listener needs a path, got {item!r}")
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+            raise _Invalid(f"each listener must be 'host:port' or 'unix:/path', got {item!r}")
+    return items
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    items = _str_list(value)
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise _Invalid(f"must be IP addresses or networks, got {item!r}") from None
+    return items
+
+
+def _path_or_empty(value: Any) -> str:
+    text = _str(value)
+    if text and not text.startswith("/"):
+        raise _Invalid(f"must start with '/', got {value!r}")
+    return text
+
+
+def opt(default: Any, doc: str, parse: Callable[[Any], Any], check: str = "") -> Any:
+    """Declare one config key: default, meaning (for docs/configuration.md), parser, rule."""
+    if not check and parse in (_duration, _whole_seconds, _size):
+        check = ">=0"
+    meta = {"doc": doc, "parse": parse, "check": check}
+    if isinstance(default, list | dict):
+        raise TypeError("use tuples for defaults")
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: tuple[str, ...] = opt(
+        ("127.0.0.1:5280",), "Listeners: 'host:port' or 'unix:/path/to.sock'.", _listen
+    )
+    bosh_path: str = opt("/http-bind", "URL path of the BOSH endpoint.", _path_or_empty)
+    websocket_path: str = opt(
+        "/xmpp-websocket", "URL path of the WebSocket endpoint ('' disables it).", _path_or_empty
+    )
+    graceful_timeout: float = opt(
+        10.0, "On SIGTERM, how long to drain sessions before exiting.", _duration
+    )
+    trusted_proxies: tuple[str, ...] = opt(
+        (), "Proxies whose X-Forwarded-For / X-Real-IP headers are believed.", _networks
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = opt("info", "Log level.", _one_of("debug", "info", "warning", "error"))
+    format: str = opt("text", "Log line format.", _one_of("text", "json"))
+    payloads: bool = opt(
+        False, "Log stanza payloads at DEBUG (they include SASL credentials).", _bool
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BoshConfig:
+    max_wait: int = opt(
+        60, "Longest a request is held (s); caps the client's 'wait'.", _whole_seconds, ">0"
+    )
+    default_wait: int = opt(60, "'wait' for clients that send none (s).", _whole_seconds, ">0")
+    max_hold: int = opt(1, "Most requests held at once; caps the client's 'hold'.", _int, ">=0")
+    inactivity: int = opt(
+        30, "Session dropped after this long with no request held (s); 0 = never.", _whole_seconds
+    )
+    polling_inactivity: int = opt(
+        60, "Inactivity limit for polling sessions (hold=0 or wait=0) (s).", _whole_seconds
+    )
+    polling: int = opt(
+        2, "Shortest allowed interval between empty polls (s); 0 = not enforced.", _whole_seconds
+    )
+    maxpause: int = opt(
+        120, "Longest pause a client may request (s); 0 = pause unsupported.", _whole_seconds
+    )
+    ack: bool = opt(True, "Acknowledge requests when the client asks for acks.", _bool)
+    verify_keys: bool = opt(True, "Verify key sequencing (XEP-0124 §15) when used.", _bool)
+    max_retransmits: int = opt(
+        5, "How often one rid may be resent before policy-violation.", _int, ">0"
+    )
+    enforce_polling: bool = opt(True, "Terminate clients that poll faster than 'polling'.", _bool)
+    allowed_content_types: tuple[str, ...] = opt(
+        DEFAULT_ALLOWED_CONTENT,
+        "Media types a client may choose with 'content'; others get text/xml.",
+        _str_list,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketConfig:
+    ping_interval: float = opt(
+        30.0, "WebSocket ping interval; the session is dropped if no pong follows.", _duration
+    )
+    see_other_uri: str = opt(
+        "", "If set, every <open/> is answered <close see-other-uri='...'/>.", _str
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_sessions: int = opt(10000, "Most concurrent sessions (both transports).", _int, ">0")
+    max_body_size: int = opt(256 * 1024, "Largest BOSH request body.", _size, ">0")
+    max_message_size: int = opt(256 * 1024, "Largest WebSocket message.", _size, ">0")
+    max_stanza_size: int = opt(1024 * 1024, "Largest element accepted from upstream.", _size, ">0")
+    max_queue_size: int = opt(
+        1024 * 1024, "Most upstream data waiting for a BOSH client.", _size, ">0"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    host: str = opt("", "Host name or address of the XMPP server.", _str)
+    port: int = opt(5222, "TCP port.", _int, "port")
+    tls: str = opt(
+        "starttls",
+        "'starttls' (required), 'direct-tls' (XEP-0368) or 'plain' (loopback only).",
+        _one_of("starttls", "direct-tls", "plain"),
+    )
+    ca_file: str = opt("", "CA bundle to verify the server (default: system store).", _str)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    connect_timeout: float = opt(
+        10.0, "Time to resolve, connect and get the server's features.", _duration, ">0"
+    )
+    allow_any_domain: bool = opt(
+        False, "Serve domains not listed in upstream.domains, found by DNS SRV.", _bool
+    )
+    domains: Mapping[str, UpstreamTarget] = field(
+        default_factory=dict,
+        metadata={"doc": 'XMPP domain -> server table ([upstream.domains."name"]).', "parse": None},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    bosh: BoshConfig = field(default_factory=BoshConfig)
+    websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    source: str = ""
+
+    def bosh_limits(self) -> BoshLimits:
+        b = self.bosh
+        return BoshLimits(
+            max_wait=b.max_wait,
+            default_wait=min(b.default_wait, b.max_wait),
+            max_hold=b.max_hold,
+            inactivity=b.inactivity,
+            polling_inactivity=b.polling_inactivity,
+            polling=b.polling,
+            maxpause=b.maxpause,
+            ack=b.ack,
+            verify_keys=b.verify_keys,
+            max_retransmits=b.max_retransmits,
+            max_queue_bytes=self.limits.max_queue_size,
+            allowed_content_types=tuple(t.lower() for t in b.allowed_content_types),
+            enforce_polling=b.enforce_polling,
+        )
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "log": LogConfig,
+    "bosh": BoshConfig,
+    "websocket": WebSocketConfig,
+    "limits": LimitsConfig,
+    "upstream": UpstreamConfig,
+}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _check(rule: str, value: Any) -> str | None:
+    if rule == ">0" and value <= 0:
+        return f"must be > 0, got {value!r}"
+    if rule == ">=0" and value < 0:
+        return f"must be >= 0, got {value!r}"
+    if rule == "port" and not 0 < value <= 65535:
+        return f"must be a port number 1-65535, got {value!r}"
+    return None
+
+
+def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
+    if not isinstance(raw, dict):
+        problems.append(f"{path}: must be a table, got {raw!r}")
+        return cls()
+    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        spec = known.get(key)
+        dotted = f"{path}.{key}"
+        if spec is None:
+            problems.append(f"{dotted}: unknown key")
+            continue
+        if key in _NESTED:
+            values[key] = _NESTED[key](value, dotted, problems)
+            continue
+        try:
+            parsed = spec.metadata["parse"](value)
+        except _Invalid as exc:
+            problems.append(f"{dotted}: {exc}")
+            continue
+        message = _check(spec.metadata.get("check", ""), parsed)
+        if message:
+            problems.append(f"{dotted}: {message}")
+            continue
+        values[key] = parsed
+    return cls(**values)
+
+
+def _domains(raw: Any, path: str, problems: list[str]) -> dict[str, UpstreamTarget]:
+    if not isinstance(raw, dict):
+        problems.append(f"{path}: must be a table of domains, got {raw!r}")
+        return {}
+    out = {}
+    for domain, spec in raw.items():
+        dotted = f'{path}."{domain}"'
+        target = _build(UpstreamTarget, spec, dotted, problems)
+        if not target.host:
+            problems.append(f"{dotted}.host: required")
+        out[domain.lower()] = target
+    return out
+
+
+_NESTED: dict[str, Callable[[Any, str, list[str]], Any]] = {"domains": _domains}
+
+
+def _cross_checks(config: Config, problems: list[str]) -> None:
+    """Rules that involve more than one key."""
+    for domain, target in config.upstream.domains.items():
+        if target.tls == "plain" and not _is_loopback(target.host):
+            problems.append(
+                f"upstream.domains.\"{domain}\".tls: 'plain' is only allowed for loopback "
+                f"servers, got host {target.host!r}"
+            )
+    if config.bosh.default_wait > config.bosh.max_wait:
+        problems.append(
+            f"bosh.default_wait: must be <= bosh.max_wait ({config.bosh.max_wait}), "
+            f"got {config.bosh.default_wait}"
+        )
+    if config.upstream.connect_timeout >= config.bosh.max_wait:
+        problems.append(
+            "upstream.connect_timeout: must be shorter than bosh.max_wait so a creation "
+            f"request can report remote-connection-failed (G-UP-02), got "
+            f"{config.upstream.connect_timeout}"
+        )
+    if not config.server.bosh_path and not config.server.websocket_path:
+        problems.append("server.bosh_path: both endpoints are disabled")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_config(raw: Mapping[str, Any], source: str = "") -> Config:
+    """Build a Config from already-decoded TOML; raises ConfigError listing every problem."""
+    problems: list[str] = []
+    sections: dict[str, Any] = {}
+    for name, value in raw.items():
+        cls = SECTIONS.get(name)
+        if cls is None:
+            problems.append(f"{name}: unknown section")
+            continue
+        sections[name] = _build(cls, value, name, problems)
+    config = Config(**sections, source=source)
+    _cross_checks(config, problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: {exc.strerror}"]) from None
+    return parse_config(raw, source=str(path))
+
+
+def config_path(cli_value: str | None) -> Path:
+    """--config beats BOSHD_CONFIG beats /etc/boshd/boshd.toml."""
+    if cli_value:
+        return Path(cli_value)
+    env = os.environ.get(ENV_VAR)
+    return Path(env) if env else DEFAULT_PATH
+
+
+def describe_keys() -> list[tuple[str, str, str]]:
+    """(dotted key, default, meaning) for every key; docs/configuration.md is checked against it."""
+    out = []
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else "{}"
+            out.append((f"{section}.{f.name}", _render(default), f.metadata.get("doc", "")))
+    for f in fields(UpstreamTarget):
+        out.append((f'upstream.domains."<domain>".{f.name}', _render(f.default), f.metadata["doc"]))
+    return out
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)

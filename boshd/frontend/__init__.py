@@ -1,0 +1,1 @@
+"""The HTTP side: the aiohttp app, the BOSH and WebSocket endpoints, health and metrics."""

@@ -1,0 +1,38 @@
+"""The aiohttp application: routes, shared state, shutdown of live sessions."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from boshd.config import Config
+from boshd.frontend import bosh, websocket
+from boshd.frontend.state import APP_STATE, AppState
+from boshd.metrics import Metrics
+from boshd.runtime.registry import Registry
+from boshd.wire.schema import BodySchema
+
+
+def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Application:
+    metrics = metrics or Metrics()
+    # Bodies are read with our own limit (limits.max_body_size) so an oversized one gets a BOSH
+    # condition; aiohttp's own limit is only a backstop.
+    app = web.Application(client_max_size=max(config.limits.max_body_size * 2, 1 << 20))
+    state = AppState(
+        config=config,
+        registry=Registry(config, metrics),
+        metrics=metrics,
+        schema=BodySchema.load(),
+    )
+    app[APP_STATE] = state
+    if config.server.bosh_path:
+        app.router.add_post(config.server.bosh_path, bosh.handle_post)
+        app.router.add_get(config.server.bosh_path, bosh.handle_get, allow_head=False)
+    if config.server.websocket_path:
+        app.router.add_get(config.server.websocket_path, websocket.handle_ws)
+    app.on_shutdown.append(_drain)
+    return app
+
+
+async def _drain(app: web.Application) -> None:
+    state = app[APP_STATE]
+    await state.registry.drain(state.config.server.graceful_timeout)

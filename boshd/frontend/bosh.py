@@ -1,0 +1,166 @@
+"""The BOSH endpoint: HTTP POST in, one ``<body/>`` out (XEP-0124 §5).
+
+The handler never touches session state. It reads the body (size-limited), parses it with the
+hardened parser, validates it against the schema, and then either creates a session or posts
+the request into its session's inbox and awaits the answer. Every error a client can cause is
+answered with a BOSH condition (HTTP 200), or with the deprecated HTTP status for legacy
+clients (XEP-0124 §17.1, B-ERR-01/02).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from aiohttp import web
+from lxml import etree
+
+from boshd.core.conditions import Condition
+from boshd.core.events import BoshRejected, ResponseBody
+from boshd.core.params import DEFAULT_CONTENT_TYPE
+from boshd.errors import BadRequest, PolicyViolation, ProtocolError
+from boshd.frontend.state import APP_STATE, AppState, client_ip
+from boshd.runtime.actor import SessionActor
+from boshd.wire import body as wire
+from boshd.wire.parser import XmlTooLarge, parse_body
+
+log = logging.getLogger("boshd.http")
+
+# Finds the sid of a body we could not parse, so that its session can be ended (B-WRAP-06).
+_SID = re.compile(rb"""\ssid\s*=\s*["']([A-Za-z0-9_\-]{1,64})["']""")
+_HEADERS = {"Cache-Control": "no-store"}
+
+
+def _reply(
+    body: ResponseBody, status: int = 200, content_type: str = DEFAULT_CONTENT_TYPE
+) -> web.Response:
+    """B-HTTP-05: a Content-Length response, never chunked; B-HTTP-09/10: the session's type."""
+    return web.Response(
+        body=wire.serialize(body),
+        status=status,
+        content_type=None,
+        headers={**_HEADERS, "Content-Type": content_type},
+    )
+
+
+def _terminate(condition: Condition) -> ResponseBody:
+    return ResponseBody(type="terminate", condition=condition)
+
+
+async def _read(request: web.Request, limit: int) -> bytes:
+    """The request body, refusing anything above ``limit`` without buffering it (G-LIM-01)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise XmlTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.content.iter_any():  # also de-chunks requests (B-HTTP-06)
+        size += len(chunk)
+        if size > limit:
+            raise XmlTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def handle_post(request: web.Request) -> web.StreamResponse:
+    state: AppState = request.app[APP_STATE]
+    config = state.config
+    state.metrics.requests.labels("received").inc()
+    try:
+        data = await _read(request, config.limits.max_body_size)
+    except XmlTooLarge as exc:
+        state.metrics.rejections.labels("limit:max_body_size").inc()
+        return await _reject_unparsed(state, b"", PolicyViolation(exc.reason), request)
+    state.metrics.bytes_in.labels("bosh").inc(len(data))
+    try:
+        root = parse_body(data, max_bytes=config.limits.max_body_size)
+    except BadRequest as exc:
+        state.metrics.rejections.labels("parse").inc()
+        return await _reject_unparsed(state, data, exc, request)
+    try:
+        state.schema.check(root)
+    except BadRequest as exc:
+        state.metrics.rejections.labels("schema").inc()
+        return await _reject_parsed(state, root, exc)
+    if wire.is_creation(root):
+        return await _create(state, root, request)
+    sid = root.get("sid", "")
+    actor = state.registry.get(sid)
+    if actor is None:
+        # B-SREQ-01, B-INACT-02, A-8: unknown or expired sid; we cannot tell a legacy client.
+        return _reply(_terminate(Condition.ITEM_NOT_FOUND))
+    if actor.secure and not request.secure:
+        # B-HTTP-14: a TLS session continued over plain HTTP: close, keep the session alive.
+        log.warning(
+            "[%s] plain-HTTP request for a TLS session from %s", sid, client_ip(request, config)
+        )
+        if request.transport is not None:
+            request.transport.close()
+        raise web.HTTPBadRequest()
+    token, future = actor.new_token()
+    try:
+        item = wire.read_request(root, token)
+    except BadRequest as exc:
+        actor.post(BoshRejected(token, Condition.BAD_REQUEST, exc.reason))
+    else:
+        actor.post(item)
+    body, status = await future
+    return _answer(state, actor, body, status)
+
+
+def _answer(state: AppState, actor: SessionActor, body: ResponseBody, status: int) -> web.Response:
+    response = _reply(body, status, actor.content_type)
+    state.metrics.bytes_out.labels("bosh").inc(len(response.body))  # type: ignore[arg-type]
+    return response
+
+
+async def _create(
+    state: AppState, root: etree._Element, request: web.Request
+) -> web.StreamResponse:
+    legacy = root.get("ver") is None
+    try:
+        create = wire.read_create(root, 0)
+        actor, future = state.registry.create_bosh(
+            create, client_ip=client_ip(request, state.config), secure=request.secure
+        )
+    except ProtocolError as exc:
+        log.info("session refused: %s (%s)", exc.reason, exc.condition)
+        state.metrics.rejections.labels(f"create:{exc.condition.value}").inc()
+        status = (exc.legacy_status or 200) if legacy else 200
+        return _reply(_terminate(exc.condition), status)
+    body, status = await future
+    return _answer(state, actor, body, status)
+
+
+async def _reject_parsed(state: AppState, root: etree._Element, exc: BadRequest) -> web.Response:
+    """A parsed body failed the schema: bad-request, and its session (if any) ends."""
+    log.info("bad request: %s", exc.reason)
+    sid = root.get("sid")
+    actor = state.registry.get(sid) if sid else None
+    if actor is not None:
+        return await _kill_with(state, actor, exc)
+    legacy = sid is None and root.get("ver") is None
+    return _reply(_terminate(exc.condition), (exc.legacy_status or 200) if legacy else 200)
+
+
+async def _reject_unparsed(
+    state: AppState, data: bytes, exc: ProtocolError, request: web.Request
+) -> web.Response:
+    """Unparseable or oversized: answer the condition; end the session it names (B-WRAP-06)."""
+    log.info("bad request from %s: %s", client_ip(request, state.config), exc.reason)
+    match = _SID.search(data[:4096])
+    actor = state.registry.get(match.group(1).decode()) if match else None
+    if actor is not None:
+        return await _kill_with(state, actor, exc)
+    return _reply(_terminate(exc.condition))
+
+
+async def _kill_with(state: AppState, actor: SessionActor, exc: ProtocolError) -> web.Response:
+    token, future = actor.new_token()
+    actor.post(BoshRejected(token, exc.condition, exc.reason))
+    body, status = await future
+    return _answer(state, actor, body, status)
+
+
+async def handle_get(request: web.Request) -> web.StreamResponse:
+    """B-HTTP-04: sessions are never created or driven by GET (XEP-0252 is not implemented)."""
+    raise web.HTTPMethodNotAllowed("GET", ["POST", "OPTIONS"], text="BOSH requires POST\n")

@@ -1,0 +1,49 @@
+"""What the aiohttp handlers share: config, registry, metrics, schema (one per app)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from boshd.config import Config
+from boshd.metrics import Metrics
+from boshd.runtime.registry import Registry
+from boshd.wire.schema import BodySchema
+
+
+@dataclass
+class AppState:
+    config: Config
+    registry: Registry
+    metrics: Metrics
+    schema: BodySchema
+
+
+APP_STATE: web.AppKey[AppState] = web.AppKey("boshd_state", AppState)
+
+
+def client_ip(request: web.Request, config: Config) -> str:
+    """The client's address; proxy headers only count from ``server.trusted_proxies``."""
+    peer = request.remote or ""
+    if not config.server.trusted_proxies or not _trusted(peer, config.server.trusted_proxies):
+        return peer
+    real = request.headers.get("X-Real-IP")
+    if real:
+        return real.strip()
+    forwarded = request.headers.get("X-Forwarded-For")
+    if forwarded:
+        # The right-most address not added by one of our proxies is the client.
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if not _trusted(hop, config.server.trusted_proxies):
+                return hop
+    return peer
+
+
+def _trusted(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in networks)

@@ -1,0 +1,131 @@
+"""The XMPP-over-WebSocket endpoint (RFC 7395), on the same session design as BOSH.
+
+The handler checks the handshake (the ``xmpp`` subprotocol is required, W-HS-01..03, A-18),
+starts a session actor around a :class:`~boshd.core.framing.WsSession`, and then only reads:
+each text message is parsed and posted to the actor; the actor writes frames and closes the
+socket. Pings are sent by aiohttp's heartbeat (W-PING-03); a client that stops answering is
+dropped like any lost connection (A-24). aiohttp answers client pings (W-PING-02), rejects
+unmasked frames (W-MSG-04), checks UTF-8 (W-MSG-03) and reassembles fragments (W-MSG-05).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import WSMsgType, web
+
+from boshd.core.conditions import StreamErrorCondition
+from boshd.core.events import WsLost, WsViolation
+from boshd.core.framing import WsSession
+from boshd.errors import ProtocolError
+from boshd.frontend.state import APP_STATE, client_ip
+from boshd.runtime.actor import SessionActor
+from boshd.runtime.registry import new_sid
+from boshd.wire.frames import read_message
+
+log = logging.getLogger("boshd.websocket")
+SUBPROTOCOL = "xmpp"
+SESSION_END_WAIT = 10.0  # how long the handler waits for its session to wind down
+
+
+class AiohttpSocket:
+    """Adapter the actor writes through (boshd.runtime.actor.ClientSocket)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.bytes_out = 0
+
+    async def send_frame(self, data: bytes) -> None:
+        if self.ws.closed:
+            return
+        self.bytes_out += len(data)
+        with contextlib.suppress(ConnectionError):  # the reader sees the loss, tells the session
+            await self.ws.send_str(data.decode())  # W-MSG-01: text frames only
+
+    async def close(self, code: int) -> None:
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError):
+                await self.ws.close(code=code)
+
+
+def offered_protocols(request: web.Request) -> list[str]:
+    return [
+        token.strip()
+        for header in request.headers.getall("Sec-WebSocket-Protocol", [])
+        for token in header.split(",")
+        if token.strip()
+    ]
+
+
+async def handle_ws(request: web.Request) -> web.StreamResponse:
+    state = request.app[APP_STATE]
+    config = state.config
+    if SUBPROTOCOL not in offered_protocols(request):
+        # W-HS-03, A-18: no half-working sessions; refuse before any upstream connection.
+        state.metrics.rejections.labels("ws:no-subprotocol").inc()
+        raise web.HTTPBadRequest(
+            text="This is an XMPP WebSocket endpoint (RFC 7395): offer the 'xmpp' "
+            "subprotocol in Sec-WebSocket-Protocol.\n"
+        )
+    ip = client_ip(request, config)
+    try:
+        state.registry.admit(ip)
+    except ProtocolError as exc:
+        raise web.HTTPServiceUnavailable(text=f"{exc.reason}\n") from None
+    limit = config.limits.max_message_size
+    ws = web.WebSocketResponse(
+        protocols=(SUBPROTOCOL,),  # W-HS-01/02: exactly one token, 'xmpp'
+        max_msg_size=limit * 2,  # a backstop; we answer policy-violation above `limit`
+        heartbeat=config.websocket.ping_interval or None,
+        autoping=True,
+        compress=False,
+    )
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(text="WebSocket upgrade required\n")
+    await ws.prepare(request)
+    loop = asyncio.get_running_loop()
+    sid = new_sid()
+    core = WsSession(sid, loop.time(), see_other_uri=config.websocket.see_other_uri)
+    actor = SessionActor(
+        sid,
+        core,
+        transport="websocket",
+        connector=state.registry.connect,
+        on_end=state.registry.ended,
+        client_ip=ip,
+        secure=request.secure,
+    )
+    socket = AiohttpSocket(ws)
+    actor.socket = socket
+    state.registry.register(actor)
+    reason = "client went away"
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                state.metrics.bytes_in.labels("websocket").inc(len(msg.data))
+                if len(msg.data) > limit:
+                    state.metrics.rejections.labels("limit:max_message_size").inc()
+                    actor.post(
+                        WsViolation(StreamErrorCondition.POLICY_VIOLATION, "message too large")
+                    )
+                else:
+                    actor.post(read_message(msg.data, max_bytes=limit))
+            elif msg.type is WSMsgType.BINARY:
+                # W-MSG-02: binary messages are a protocol violation; close 1003.
+                actor.post(
+                    WsViolation(
+                        StreamErrorCondition.BAD_FORMAT, "binary messages not allowed", 1003
+                    )
+                )
+            elif msg.type is WSMsgType.ERROR:
+                reason = f"websocket error: {ws.exception()}"
+                break
+    finally:
+        if not actor.ended:
+            actor.post(WsLost(reason))  # A-24: keeps the server's XEP-0198 session resumable
+        state.metrics.bytes_out.labels("websocket").inc(socket.bytes_out)
+        if actor.task is not None:
+            await asyncio.wait({actor.task}, timeout=SESSION_END_WAIT)
+    return ws

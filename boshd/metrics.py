@@ -1,0 +1,56 @@
+"""Prometheus metrics, one registry per running app (so tests can run several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.sessions_active = Gauge(
+            "boshd_sessions_active", "Sessions open now.", ["transport"], registry=r
+        )
+        self.sessions_created = Counter(
+            "boshd_sessions_created", "Sessions created.", ["transport"], registry=r
+        )
+        self.sessions_ended = Counter(
+            "boshd_sessions_ended",
+            "Sessions ended, by end condition ('none' = clean).",
+            ["transport", "condition"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "boshd_http_requests", "BOSH HTTP requests handled.", ["outcome"], registry=r
+        )
+        self.held_requests = Gauge(
+            "boshd_bosh_held_requests", "BOSH requests being held now.", registry=r
+        )
+        self.bytes_in = Counter(
+            "boshd_client_bytes_received", "Bytes received from clients.", ["transport"], registry=r
+        )
+        self.bytes_out = Counter(
+            "boshd_client_bytes_sent", "Bytes sent to clients.", ["transport"], registry=r
+        )
+        self.stanzas = Counter(
+            "boshd_stanzas_relayed",
+            "Elements relayed, by direction (up = to the server).",
+            ["transport", "direction"],
+            registry=r,
+        )
+        self.upstream_connect_seconds = Histogram(
+            "boshd_upstream_connect_seconds",
+            "Time to connect upstream and get the first features.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.upstream_failures = Counter(
+            "boshd_upstream_failures", "Upstream connection failures.", ["reason"], registry=r
+        )
+        self.rejections = Counter(
+            "boshd_rejections",
+            "Client input refused, by kind (parse, schema, limit:<name>, ...).",
+            ["kind"],
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""The asyncio layer: one task per session, and the registry of sessions."""

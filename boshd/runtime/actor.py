@@ -1,0 +1,320 @@
+"""One asyncio task per session: it owns the pure core, the upstream connection and one timer.
+
+Theory of operation
+-------------------
+Nothing outside the actor touches session state. HTTP handlers, the WebSocket reader and the
+upstream connection only :meth:`~SessionActor.post` inputs into the inbox; a BOSH handler also
+gets a future for its token and awaits it. The actor's task takes inputs in arrival order,
+feeds them to the core with ``now = loop.time()``, and carries out the actions the core returns.
+It sleeps until the next input or the core's next deadline, whichever comes first: exactly one
+timer per session, re-armed only when the deadline changes.
+
+A client that disconnects mid-request does not disturb the session: the answer still goes into
+the core's replay cache, and setting the result of an abandoned future is harmless.
+
+If the core or an action raises (a bug), the session is ended with ``internal-server-error``,
+every waiting request is answered, the upstream connection is dropped, and the daemon lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from boshd.core.conditions import Condition
+from boshd.core.events import (
+    Action,
+    CloseUpstream,
+    CloseWebSocket,
+    ConnectUpstream,
+    Respond,
+    ResponseBody,
+    RestartUpstream,
+    SendFrame,
+    SendUpstream,
+    SessionEnded,
+    Shutdown,
+    UpstreamClosed,
+    UpstreamFailed,
+    UpstreamOpened,
+    UpstreamStanzas,
+    UpstreamStreamError,
+)
+from boshd.errors import ProtocolError, UpstreamError
+
+log = logging.getLogger("boshd.session")
+
+_UPSTREAM_EVENTS = (
+    UpstreamOpened,
+    UpstreamStanzas,
+    UpstreamStreamError,
+    UpstreamClosed,
+    UpstreamFailed,
+)
+
+
+class Core(Protocol):
+    """What the actor needs from a session core (BOSH or WebSocket)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def receive(self, item: Any, now: float) -> None: ...
+
+    def upstream(self, event: Any, now: float) -> None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_deadline(self) -> float | None: ...
+
+    def take_actions(self) -> list[Action]: ...
+
+    def shutdown(self, now: float, condition: Condition = ...) -> None: ...
+
+
+class Upstream(Protocol):
+    """What the actor needs from an upstream connection (see boshd.upstream.connection)."""
+
+    def send(self, chunks: tuple[bytes, ...]) -> None: ...
+
+    def restart(self, header: Any) -> None: ...
+
+    async def close(self, graceful: bool = True) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class ClientSocket(Protocol):
+    """The WebSocket side of a session (see boshd.frontend.websocket)."""
+
+    async def send_frame(self, data: bytes) -> None: ...
+
+    async def close(self, code: int) -> None: ...
+
+
+Connector = Callable[["SessionActor", ConnectUpstream], Awaitable[Upstream]]
+FIRST_TOKEN = 1  # the first token an actor hands out (a BOSH session's creation request)
+
+
+class SessionActor:
+    """Owns one session's core and upstream connection; see the module docstring."""
+
+    def __init__(
+        self,
+        sid: str,
+        core: Core,
+        *,
+        transport: str,
+        connector: Connector,
+        on_end: Callable[[SessionActor, SessionEnded], None],
+        client_ip: str = "",
+        secure: bool = False,
+    ) -> None:
+        self.sid = sid
+        self.core = core
+        self.transport = transport
+        self.client_ip = client_ip
+        self.secure = secure
+        self.upstream: Upstream | None = None
+        self.upstream_label = ""
+        self.legacy = False
+        self.content_type = "text/xml; charset=utf-8"
+        self.socket: ClientSocket | None = None
+        self._frames: list[bytes] = []
+        self._ws_close: int | None = None
+        self._connector = connector
+        self._on_end = on_end
+        self._loop = asyncio.get_running_loop()
+        self._inbox: deque[Any] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._waiters: dict[int, asyncio.Future[tuple[ResponseBody, int]]] = {}
+        self._next_token = FIRST_TOKEN - 1
+        self._connect_task: asyncio.Task[None] | None = None
+        self._close_tasks: set[asyncio.Task[None]] = set()
+        self._ended: SessionEnded | None = None
+        self.created_at = self._loop.time()
+        self.task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self) -> None:
+        self.task = self._loop.create_task(self._run(), name=f"session-{self.sid[:8]}")
+
+    def post(self, item: Any) -> None:
+        """Queue an input for the session task (any thread-less caller on this loop)."""
+        self._inbox.append(item)
+        waker = self._wakeup
+        if waker is not None and not waker.done():
+            waker.set_result(None)
+
+    def new_token(self) -> tuple[int, asyncio.Future[tuple[ResponseBody, int]]]:
+        """A token for a request that expects an answer, and the future that will carry it."""
+        self._next_token += 1
+        future: asyncio.Future[tuple[ResponseBody, int]] = self._loop.create_future()
+        self._waiters[self._next_token] = future
+        return self._next_token, future
+
+    @property
+    def ended(self) -> bool:
+        return self._ended is not None
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        try:
+            self._execute(self.core.take_actions())
+            while not self.core.closed:
+                now = self._loop.time()
+                if self._inbox:
+                    item = self._inbox.popleft()
+                    if isinstance(item, _UPSTREAM_EVENTS):
+                        self.core.upstream(item, now)
+                    elif isinstance(item, Shutdown):
+                        self.core.shutdown(now, item.condition)
+                    else:
+                        self.core.receive(item, now)
+                    self._execute(self.core.take_actions())
+                    if self._frames or self._ws_close is not None:
+                        await self._socket_io()
+                    continue
+                deadline = self.core.next_deadline()
+                if deadline is not None and deadline <= now:
+                    self.core.handle_timer(now)
+                    self._execute(self.core.take_actions())
+                    if self._frames or self._ws_close is not None:
+                        await self._socket_io()
+                    continue
+                await self._sleep_until(deadline)
+        except asyncio.CancelledError:
+            self._crash("cancelled", Condition.SYSTEM_SHUTDOWN)
+            raise
+        except Exception:
+            log.exception("[%s] session crashed", self.sid)
+            self._crash("internal error", Condition.INTERNAL_SERVER_ERROR)
+        finally:
+            await self._finish()
+
+    async def _sleep_until(self, deadline: float | None) -> None:
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._timer_at = deadline
+            if deadline is not None:
+                self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._wakeup = self._loop.create_future()
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        waker = self._wakeup
+        if waker is not None and not waker.done():
+            waker.set_result(None)
+
+    # ------------------------------------------------------------------ actions
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Respond(token, body, status):
+                    future = self._waiters.pop(token, None)
+                    if future is not None and not future.done():
+                        future.set_result((body, status))
+                case SendUpstream(data):
+                    if self.upstream is not None:
+                        self.upstream.send(data)
+                case ConnectUpstream():
+                    self._connect_task = self._loop.create_task(self._connect(action))
+                case RestartUpstream(header):
+                    if self.upstream is not None:
+                        self.upstream.restart(header)
+                case CloseUpstream(graceful):
+                    self._close_upstream(graceful)
+                case SendFrame(data):
+                    self._frames.append(data)
+                case CloseWebSocket(code):
+                    self._ws_close = code
+                case SessionEnded():
+                    self._ended = action
+                    self._on_end(self, action)
+
+    async def _socket_io(self) -> None:
+        """Write queued WebSocket frames in order, then the close if one was asked for."""
+        frames, self._frames = self._frames, []
+        code, self._ws_close = self._ws_close, None
+        socket = self.socket
+        if socket is None:
+            return
+        for data in frames:
+            await socket.send_frame(data)
+        if code is not None:
+            await socket.close(code)
+
+    async def _connect(self, action: ConnectUpstream) -> None:
+        try:
+            self.upstream = await self._connector(self, action)
+        except (UpstreamError, ProtocolError) as exc:
+            # ProtocolError: the domain turned out not to be served (host-unknown).
+            log.info("[%s] upstream: %s", self.sid, exc.reason)
+            self.post(UpstreamFailed(exc.condition, exc.reason))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("[%s] connecting upstream failed", self.sid)
+            self.post(UpstreamFailed(Condition.REMOTE_CONNECTION_FAILED, str(exc)))
+
+    def _close_upstream(self, graceful: bool) -> None:
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        upstream = self.upstream
+        if upstream is None:
+            return
+        task = self._loop.create_task(upstream.close(graceful))
+        self._close_tasks.add(task)
+        task.add_done_callback(self._close_tasks.discard)
+
+    def _crash(self, reason: str, condition: Condition) -> None:
+        """Answer everything, drop upstream, report the end; used when the core cannot go on."""
+        body = ResponseBody(type="terminate", condition=condition)
+        for future in self._waiters.values():
+            if not future.done():
+                future.set_result((body, 200))
+        self._waiters.clear()
+        if self.upstream is not None:
+            self.upstream.abort()
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        if self._ended is None:
+            self._ended = SessionEnded(condition, reason)
+            self._on_end(self, self._ended)
+
+    async def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for future in self._waiters.values():  # cannot happen if the core keeps its promise
+            if not future.done():
+                future.set_result(
+                    (ResponseBody(type="terminate", condition=Condition.ITEM_NOT_FOUND), 200)
+                )
+        self._waiters.clear()
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        if self._close_tasks:
+            await asyncio.gather(*self._close_tasks, return_exceptions=True)
+        if self._ended is None:
+            self._ended = SessionEnded(None, "finished")
+            self._on_end(self, self._ended)
+
+    # ------------------------------------------------------------------ introspection
+
+    def age(self) -> float:
+        return self._loop.time() - self.created_at

@@ -1,0 +1,201 @@
+"""All live sessions: creation, lookup by sid, the upstream connector, the end of each session.
+
+One INFO log line is written when a session starts and one when it ends (sid, transport,
+client IP, upstream, duration, end condition); payloads never appear at INFO (G-LOG-01).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import Counter as Tally
+from dataclasses import replace
+
+from boshd.config import Config
+from boshd.core.bosh import BoshSession
+from boshd.core.conditions import Condition
+from boshd.core.events import ConnectUpstream, CreateRequest, ResponseBody, SessionEnded, Shutdown
+from boshd.core.params import negotiate
+from boshd.errors import PolicyViolation, UpstreamError
+from boshd.metrics import Metrics
+from boshd.runtime.actor import FIRST_TOKEN, SessionActor, Upstream
+from boshd.upstream.connection import UpstreamConnection
+from boshd.upstream.routing import Router
+
+log = logging.getLogger("boshd.session")
+
+
+def new_sid() -> str:
+    """192 random bits, URL-safe (B-SRESP-01, B-SEC-01): unpredictable, never repeated."""
+    return secrets.token_urlsafe(24)
+
+
+class Registry:
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.router = Router(config.upstream)
+        self.sessions: dict[str, SessionActor] = {}
+        self.per_ip: Tally[str] = Tally()
+        self.draining = False
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config; live sessions keep their negotiated parameters."""
+        self.config = config
+        self.router = Router(config.upstream)
+
+    # ------------------------------------------------------------------ lookup
+
+    def get(self, sid: str) -> SessionActor | None:
+        actor = self.sessions.get(sid)
+        if actor is None or actor.ended:
+            return None
+        return actor
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    # ------------------------------------------------------------------ creation
+
+    def _admit(self, client_ip: str) -> None:
+        """Refuse new sessions while draining or over the configured limits."""
+        if self.draining:
+            raise PolicyViolation("shutting down", Condition.SYSTEM_SHUTDOWN)
+        if len(self.sessions) >= self.config.limits.max_sessions:
+            self.metrics.rejections.labels("limit:max_sessions").inc()
+            raise PolicyViolation("too many sessions")
+
+    def create_bosh(
+        self, create: CreateRequest, *, client_ip: str, secure: bool
+    ) -> tuple[SessionActor, asyncio.Future[tuple[ResponseBody, int]]]:
+        """Negotiate and start a BOSH session; the future carries the creation response.
+
+        Raises a ProtocolError (bad-request, host-unknown, improper-addressing, ...) before
+        any upstream connection is attempted (B-SREQ-03/04).
+        """
+        self._admit(client_ip)
+        limits = self.config.bosh_limits()
+        params = negotiate(
+            to=create.to,
+            wait=create.wait,
+            hold=create.hold,
+            ver=create.ver,
+            ack=create.ack,
+            content=create.content,
+            lang=create.lang,
+            route=create.route,
+            from_=create.from_,
+            xmpp_version=create.xmpp_version,
+            limits=limits,
+        )
+        self.router.check(params.to)
+        sid = new_sid()
+        while sid in self.sessions:  # pragma: no cover - 192 random bits
+            sid = new_sid()
+        loop = asyncio.get_running_loop()
+        core = BoshSession(sid, replace(create, token=FIRST_TOKEN), params, limits, loop.time())
+        actor = SessionActor(
+            sid,
+            core,
+            transport="bosh",
+            connector=self.connect,
+            on_end=self.ended,
+            client_ip=client_ip,
+            secure=secure,
+        )
+        token, future = actor.new_token()
+        assert token == FIRST_TOKEN
+        actor.legacy = params.legacy
+        actor.content_type = params.content_type
+        self._started(actor)
+        actor.start()
+        return actor, future
+
+    def _started(self, actor: SessionActor) -> None:
+        self.sessions[actor.sid] = actor
+        self.per_ip[actor.client_ip] += 1
+        self.metrics.sessions_created.labels(actor.transport).inc()
+        self.metrics.sessions_active.labels(actor.transport).inc()
+        log.info(
+            "[%s] session start transport=%s client=%s",
+            actor.sid,
+            actor.transport,
+            actor.client_ip,
+        )
+
+    def register(self, actor: SessionActor) -> None:
+        """Add a session created elsewhere (WebSocket) and start its task."""
+        self._started(actor)
+        actor.start()
+
+    def admit(self, client_ip: str) -> None:
+        self._admit(client_ip)
+
+    # ------------------------------------------------------------------ upstream
+
+    async def connect(self, actor: SessionActor, action: ConnectUpstream) -> Upstream:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        targets = await self.router.resolve(action.header.to)
+        last: UpstreamError | None = None
+        for target in targets:
+            conn = UpstreamConnection(
+                actor.post,
+                max_stanza_bytes=self.config.limits.max_stanza_size,
+                label=actor.sid,
+            )
+            actor.upstream = conn
+            actor.upstream_label = str(target)
+            try:
+                await conn.open(target, action.header, self.config.upstream.connect_timeout)
+            except UpstreamError as exc:
+                last = exc
+                self.metrics.upstream_failures.labels(type(exc).__name__).inc()
+                continue
+            self.metrics.upstream_connect_seconds.observe(loop.time() - started)
+            return conn
+        actor.upstream = None
+        assert last is not None
+        raise last
+
+    # ------------------------------------------------------------------ ending
+
+    def ended(self, actor: SessionActor, ended: SessionEnded) -> None:
+        if self.sessions.get(actor.sid) is actor:
+            del self.sessions[actor.sid]
+            self.per_ip[actor.client_ip] -= 1
+            if self.per_ip[actor.client_ip] <= 0:
+                del self.per_ip[actor.client_ip]
+            self.metrics.sessions_active.labels(actor.transport).dec()
+        condition = ended.condition.value if ended.condition else "none"
+        self.metrics.sessions_ended.labels(actor.transport, condition).inc()
+        stats = ended.stats
+        if stats:
+            self.metrics.stanzas.labels(actor.transport, "up").inc(stats.get("stanzas_up", 0))
+            self.metrics.stanzas.labels(actor.transport, "down").inc(stats.get("stanzas_down", 0))
+        log.info(
+            "[%s] session end transport=%s client=%s upstream=%s duration=%.1fs "
+            "condition=%s reason=%s",
+            actor.sid,
+            actor.transport,
+            actor.client_ip,
+            actor.upstream_label or "-",
+            actor.age(),
+            condition,
+            ended.reason,
+        )
+
+    async def drain(self, timeout: float, condition: Condition = Condition.SYSTEM_SHUTDOWN) -> None:
+        """B-ERR-07, G-SHUT-01: refuse new sessions, end every live one, wait for them."""
+        self.draining = True
+        actors = list(self.sessions.values())
+        for actor in actors:
+            actor.post(Shutdown(condition))
+        tasks = [a.task for a in actors if a.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)

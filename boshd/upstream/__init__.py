@@ -1,0 +1,1 @@
+"""The XMPP server side: routing, the TCP/TLS connection, the stream splitter."""

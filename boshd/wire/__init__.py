@@ -1,0 +1,1 @@
+"""Bytes <-> typed values at the edge: hardened parsing, schema checks, serialisation."""
