@@ -197,6 +197,7 @@ class WsViolation:
 
     condition: StreamErrorCondition
     text: str = ""
+    code: int = 1000  # WebSocket close code after the stream error (1003: binary data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ class XmppStream:
         self._phase = StreamPhase.IDLE
         self.server: ServerStreamInfo | None = None
         self.restarts = 0
+        self._close_requested = False
 
     @property
     def phase(self) -> StreamPhase:
@@ -115,13 +116,14 @@ class XmppStream:
         return RestartUpstream(self.header)
 
     def close(self, graceful: bool = True) -> CloseUpstream | None:
-        """Close our side. Returns the action, or None if nothing is left to close."""
-        if self._phase in (StreamPhase.CLOSED, StreamPhase.CLOSING):
-            return None
-        if self._phase is StreamPhase.IDLE:
+        """Close our side, once. Also needed after the server ended its stream: we still owe
+        it our closing tag and must release the connection (RFC 6120 §4.4, C-ERR-01)."""
+        if self._close_requested or self._phase is StreamPhase.IDLE:
             self._set_phase(StreamPhase.CLOSED)
             return None
-        self._set_phase(StreamPhase.CLOSING if graceful else StreamPhase.CLOSED)
+        self._close_requested = True
+        ended = self._phase is StreamPhase.CLOSED
+        self._set_phase(StreamPhase.CLOSING if graceful and not ended else StreamPhase.CLOSED)
         return CloseUpstream(graceful=graceful)
 
     def ended_by_server(self) -> None:

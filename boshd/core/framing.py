@@ -1,0 +1,323 @@
+"""One XMPP-over-WebSocket session (RFC 7395), connection-manager side, as a pure state machine.
+
+Theory of operation
+-------------------
+The WebSocket carries one XMPP stream framed as single elements: the client's ``<open/>``
+becomes an upstream ``<stream:stream>`` header (W-OPEN-10), the server's header becomes our
+``<open/>`` answer (W-OPEN-03..08), every stanza travels as one message in each direction
+(W-FRM-06), ``<close/>`` stands for ``</stream:stream>`` (W-CLOSE-01). The upstream stream
+lifecycle is the one BOSH uses (:class:`~boshd.core.stream.XmppStream`); only framing differs.
+
+=============  =============================  ==============================================
+state          entered on                     leaves on
+=============  =============================  ==============================================
+AWAIT_OPEN     WebSocket accepted             client <open/> -> CONNECTING (or redirect)
+CONNECTING     first <open/>                  server header -> OPEN (our <open/> sent)
+OPEN           server header                  client <open/> -> RESTARTING (W-RST-01)
+RESTARTING     client <open/> after SASL      server header -> OPEN (new <open/>, new id)
+CLOSED         <close/>, error, loss          (final)
+=============  =============================  ==============================================
+
+Any error is one stream-error message (after an ``<open/>`` if none was sent yet, W-ERR-02),
+then ``<close/>``, then the WebSocket closing handshake (W-ERR-03, W-CLOSE-03). A client
+``<close/>`` closes the upstream stream cleanly; a WebSocket that breaks without one drops the
+upstream TCP connection without a closing tag, so the server keeps a resumable XEP-0198
+session (A-24, W-CLOSE-05).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from enum import Enum
+from xml.sax.saxutils import escape, quoteattr
+
+from boshd.core.conditions import STREAM_CONDITION_FOR, Condition, StreamErrorCondition
+from boshd.core.events import (
+    Action,
+    CloseWebSocket,
+    SendFrame,
+    SendUpstream,
+    SessionEnded,
+    StreamHeader,
+    UpstreamClosed,
+    UpstreamEvent,
+    UpstreamFailed,
+    UpstreamOpened,
+    UpstreamStanzas,
+    UpstreamStreamError,
+    WsClose,
+    WsLost,
+    WsOpen,
+    WsStanza,
+    WsViolation,
+)
+from boshd.core.stream import StreamPhase, XmppStream
+
+log = logging.getLogger("boshd.websocket")
+
+FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
+STREAMS_NS = "http://etherx.jabber.org/streams"
+STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
+# StropheJS recognises a mid-session close only as exactly these bytes (§G.1).
+CLOSE_FRAME = f'<close xmlns="{FRAMING_NS}" />'.encode()
+OPEN_TIMEOUT = 30.0  # a client must send <open/> this soon after the handshake
+
+
+class WsState(Enum):
+    AWAIT_OPEN = "await-open"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    RESTARTING = "restarting"
+    CLOSED = "closed"
+
+
+def stream_error_frame(condition: StreamErrorCondition | str, text: str = "") -> bytes:
+    """A standalone ``<stream:error/>`` (W-ERR-01, W-ERR-06, W-FRM-03)."""
+    inner = f"<{condition} xmlns='{STREAM_ERRORS_NS}'/>"
+    if text:
+        inner += f"<text xmlns='{STREAM_ERRORS_NS}' xml:lang='en'>{escape(text)}</text>"
+    return f"<stream:error xmlns:stream='{STREAMS_NS}'>{inner}</stream:error>".encode()
+
+
+class WsSession:
+    """Pure RFC 7395 session: inputs with ``now`` in, actions out, one deadline."""
+
+    def __init__(
+        self,
+        sid: str,
+        now: float,
+        *,
+        see_other_uri: str = "",
+        default_domain: str = "",
+    ) -> None:
+        self.sid = sid
+        self.created_at = now
+        self.see_other_uri = see_other_uri
+        self.default_domain = default_domain
+        self.stream: XmppStream | None = None
+        self._state = WsState.AWAIT_OPEN
+        self._actions: list[Action] = []
+        self._open_deadline: float | None = now + OPEN_TIMEOUT
+        self._opened_to_client = False  # an <open/> went out on this WebSocket
+        self._client_open: WsOpen | None = None
+        self._before_open: list[bytes] = []
+        self.stanzas_up = 0
+        self.stanzas_down = 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> WsState:
+        return self._state
+
+    def _set_state(self, state: WsState) -> None:
+        if state is not self._state:
+            log.debug("[%s] websocket %s -> %s", self.sid, self._state.value, state.value)
+            self._state = state
+
+    @property
+    def closed(self) -> bool:
+        return self._state is WsState.CLOSED
+
+    def take_actions(self) -> list[Action]:
+        actions, self._actions = self._actions, []
+        return actions
+
+    def next_deadline(self) -> float | None:
+        return None if self.closed else self._open_deadline
+
+    def handle_timer(self, now: float) -> None:
+        if self._open_deadline is not None and now >= self._open_deadline:
+            self._open_deadline = None
+            if self._state is WsState.AWAIT_OPEN:
+                self._fail(StreamErrorCondition.CONNECTION_TIMEOUT, "no <open/> received")
+
+    # ------------------------------------------------------------------ client input
+
+    def receive(self, item: WsOpen | WsClose | WsStanza | WsViolation | WsLost, now: float) -> None:
+        if self._state is WsState.CLOSED:
+            return
+        match item:
+            case WsOpen():
+                self._client_opened(item)
+            case WsStanza(data):
+                self._client_stanza(data)
+            case WsClose():
+                # W-CLOSE-02: close upstream cleanly, answer <close/>, close the WebSocket.
+                self._close_upstream(graceful=True)
+                self._send(CLOSE_FRAME)
+                self._finish(None, "client closed", code=1000)
+            case WsViolation(condition, text, code):
+                self._fail(condition, text, code)
+            case WsLost(reason):
+                # A-24, W-CLOSE-05: no closing tag, so XEP-0198 can resume the session.
+                self._close_upstream(graceful=False)
+                self._finish(None, reason or "connection lost", code=None)
+
+    def _client_opened(self, item: WsOpen) -> None:
+        if self._state is WsState.AWAIT_OPEN:
+            self._open_deadline = None
+            self._client_open = item
+            if self.see_other_uri:
+                # W-SOU-01: redirect instead of <open/>; nothing is connected upstream.
+                uri = quoteattr(self.see_other_uri)
+                self._send(f"<close xmlns='{FRAMING_NS}' see-other-uri={uri}/>".encode())
+                self._finish(Condition.SEE_OTHER_URI, "redirected", code=1000)
+                return
+            if not item.to:
+                # W-OPEN-11, C-ERR-03: open (from our own name or empty), host-unknown, close.
+                self._fail(StreamErrorCondition.HOST_UNKNOWN, "no 'to' in <open/>")
+                return
+            header = StreamHeader(
+                to=item.to, lang=item.lang or "en", from_=item.from_, version="1.0"
+            )
+            self.stream = XmppStream(header, label=self.sid)
+            self._actions.append(self.stream.connect())
+            self._set_state(WsState.CONNECTING)
+        elif self._state is WsState.OPEN and self.stream is not None:
+            # W-RST-01/02: restart = new header on the same TCP connection.
+            self._client_open = item
+            self._actions.append(self.stream.restart(item.to, item.lang, item.from_))
+            self._set_state(WsState.RESTARTING)
+        else:
+            # W-OPEN-09: never a second parallel stream.
+            self._fail(StreamErrorCondition.POLICY_VIOLATION, "unexpected <open/>")
+
+    def _client_stanza(self, data: bytes) -> None:
+        if self._state is WsState.AWAIT_OPEN:
+            # W-OPEN-02: the first message must be <open/>.
+            self._fail(StreamErrorCondition.BAD_FORMAT, "first message must be <open/>")
+        elif self._state in (WsState.CONNECTING, WsState.RESTARTING) and not (
+            self.stream is not None and self.stream.usable
+        ):
+            self._before_open.append(data)
+        elif self.stream is not None and self.stream.usable:
+            self.stanzas_up += 1
+            self._actions.append(SendUpstream((data,)))
+
+    # ------------------------------------------------------------------ upstream
+
+    def upstream(self, event: UpstreamEvent, now: float) -> None:
+        if self._state is WsState.CLOSED or self.stream is None:
+            return
+        match event:
+            case UpstreamOpened(info):
+                self.stream.opened(info)
+                self._send_open(info.from_, info.lang)
+                self._set_state(WsState.OPEN)
+                if self._before_open:
+                    self.stanzas_up += len(self._before_open)
+                    self._actions.append(SendUpstream(tuple(self._before_open)))
+                    self._before_open.clear()
+            case UpstreamStanzas(stanzas):
+                for stanza in stanzas:  # W-FRM-06: one element per message
+                    self._send(stanza.data)
+                self.stanzas_down += len(stanzas)
+            case UpstreamStreamError(error):
+                # W-ERR-01/03: the server's error as one message, then <close/>, then close.
+                self.stream.ended_by_server()
+                self._ensure_open_sent()
+                self._send(error.data)
+                self._send(CLOSE_FRAME)
+                self._close_upstream(graceful=True)
+                self._finish(Condition.REMOTE_STREAM_ERROR, "upstream stream error", code=1000)
+            case UpstreamClosed():
+                # W-CLOSE-03: the server closed: <close/>, then the closing handshake.
+                self.stream.ended_by_server()
+                self._ensure_open_sent()
+                self._send(CLOSE_FRAME)
+                self._close_upstream(graceful=True)
+                self._finish(None, "upstream closed", code=1000)
+            case UpstreamFailed(condition, reason):
+                # W-ERR-04/05: unreachable, TLS failure, or lost mid-session.
+                self.stream.ended_by_server()
+                self._close_upstream(graceful=False)
+                self._error_and_close(STREAM_CONDITION_FOR[condition], reason, condition)
+
+    # ------------------------------------------------------------------ operator
+
+    def shutdown(self, now: float, condition: Condition = Condition.SYSTEM_SHUTDOWN) -> None:
+        """G-SHUT-01: system-shutdown stream error, <close/>, close; upstream closed cleanly."""
+        if self._state is WsState.CLOSED:
+            return
+        self._close_upstream(graceful=True)
+        self._error_and_close(STREAM_CONDITION_FOR[condition], "", condition)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send(self, data: bytes) -> None:
+        self._actions.append(SendFrame(data))
+
+    def _send_open(self, server_from: str | None, server_lang: str | None) -> None:
+        """W-OPEN-03..08: from, a fresh id, version, xml:lang; to only if the client sent from."""
+        client = self._client_open
+        domain = server_from or (client.to if client else "") or self.default_domain
+        lang = (client.lang if client else None) or server_lang or "en"
+        attrs = [
+            f"xmlns='{FRAMING_NS}'",
+            f"from={quoteattr(domain)}",
+            f"id={quoteattr(secrets.token_urlsafe(16))}",
+        ]
+        if client is None or client.version is not None:
+            attrs.append("version='1.0'")  # W-OPEN-08; StropheJS needs exactly 1.0
+        attrs.append(f"xml:lang={quoteattr(lang)}")
+        if client is not None and client.from_:
+            attrs.append(f"to={quoteattr(client.from_)}")  # W-OPEN-06, A-25
+        self._send(f"<open {' '.join(attrs)}/>".encode())
+        self._opened_to_client = True
+
+    def _ensure_open_sent(self) -> None:
+        """W-ERR-02, C-ERR-02: an error during opening still follows an <open/>."""
+        if not self._opened_to_client:
+            self._send_open(None, None)
+
+    def _fail(self, condition: StreamErrorCondition, text: str, code: int = 1000) -> None:
+        """We detected a stream-level problem on the client leg (C-ERR-01)."""
+        self._close_upstream(graceful=True)
+        self._error_and_close(condition, text, _BOSH_CONDITION.get(condition), code)
+
+    def _error_and_close(
+        self, condition: StreamErrorCondition, text: str, ended: Condition | None, code: int = 1000
+    ) -> None:
+        self._ensure_open_sent()
+        self._send(stream_error_frame(condition, text))
+        self._send(CLOSE_FRAME)
+        self._finish(ended or Condition.UNDEFINED_CONDITION, text or condition.value, code=code)
+
+    def _close_upstream(self, graceful: bool) -> None:
+        if self.stream is not None:
+            action = self.stream.close(graceful=graceful)
+            if action is not None:
+                self._actions.append(action)
+
+    def _finish(self, condition: Condition | None, reason: str, *, code: int | None) -> None:
+        if code is not None:
+            self._actions.append(CloseWebSocket(code))
+        self._set_state(WsState.CLOSED)
+        self._actions.append(
+            SessionEnded(
+                condition,
+                reason,
+                {"stanzas_up": self.stanzas_up, "stanzas_down": self.stanzas_down},
+            )
+        )
+
+    def describe(self, now: float) -> dict[str, object]:
+        return {
+            "state": self._state.value,
+            "age": now - self.created_at,
+            "upstream": self.stream.phase.value if self.stream else StreamPhase.IDLE.value,
+        }
+
+
+_BOSH_CONDITION: dict[StreamErrorCondition, Condition] = {
+    StreamErrorCondition.HOST_UNKNOWN: Condition.HOST_UNKNOWN,
+    StreamErrorCondition.POLICY_VIOLATION: Condition.POLICY_VIOLATION,
+    StreamErrorCondition.SYSTEM_SHUTDOWN: Condition.SYSTEM_SHUTDOWN,
+    StreamErrorCondition.REMOTE_CONNECTION_FAILED: Condition.REMOTE_CONNECTION_FAILED,
+    StreamErrorCondition.NOT_WELL_FORMED: Condition.BAD_REQUEST,
+    StreamErrorCondition.BAD_FORMAT: Condition.BAD_REQUEST,
+    StreamErrorCondition.INVALID_NAMESPACE: Condition.BAD_REQUEST,
+    StreamErrorCondition.RESTRICTED_XML: Condition.BAD_REQUEST,
+}
