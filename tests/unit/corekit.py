@@ -42,16 +42,43 @@ def message(n: int, **attrs: Any) -> Stanza:
 class Harness:
     """Holds a session, the fake clock, and every action it produced."""
 
-    def __init__(self, *, ver: str | None = "1.6", wait: int = 60, hold: int = 1,
-                 ack: int | None = None, newkey: str | None = None, open_upstream: bool = True,
-                 **limits: Any) -> None:
+    def __init__(
+        self,
+        *,
+        ver: str | None = "1.6",
+        wait: int = 60,
+        hold: int = 1,
+        ack: int | None = None,
+        newkey: str | None = None,
+        open_upstream: bool = True,
+        **limits: Any,
+    ) -> None:
         self.now = 0.0
         self.limits = BoshLimits(**limits)
-        create = CreateRequest(token=1, rid=CREATION_RID, to="example.com", ver=ver, wait=wait,
-                               hold=hold, ack=ack, newkey=newkey, lang="en")
-        params = negotiate(to=create.to, wait=wait, hold=hold, ver=ver, ack=ack, content=None,
-                           lang="en", route=None, from_=None, xmpp_version="1.0",
-                           limits=self.limits)
+        create = CreateRequest(
+            token=1,
+            rid=CREATION_RID,
+            to="example.com",
+            ver=ver,
+            wait=wait,
+            hold=hold,
+            ack=ack,
+            newkey=newkey,
+            lang="en",
+        )
+        params = negotiate(
+            to=create.to,
+            wait=wait,
+            hold=hold,
+            ver=ver,
+            ack=ack,
+            content=None,
+            lang="en",
+            route=None,
+            from_=None,
+            xmpp_version="1.0",
+            limits=self.limits,
+        )
         self.session = BoshSession("sid-1", create, params, self.limits, self.now)
         self.actions: list[Action] = []
         self.next_token = 2

@@ -52,7 +52,9 @@ def test_creation_response_attributes() -> None:
     assert a["from"] == "example.com"
     assert a["authid"] == "stream-1"
     assert a["xmpp:version"] == "1.0"
-    assert "inactivity" in a and "polling" in a and "maxpause" in a
+    assert "inactivity" in a
+    assert "polling" in a
+    assert "maxpause" in a
     assert h.answer(1).status == 200
 
 
@@ -65,13 +67,15 @@ def test_creation_answered_at_wait_without_features_then_features_later() -> Non
     h.advance(0.2)
     first = h.answer(1)
     assert first.body.payload == ()
-    assert "sid" in attrs(first) and "authid" not in attrs(first)
+    assert "sid" in attrs(first)
+    assert "authid" not in attrs(first)
     token = h.request()
     h.upstream(UpstreamOpened(ServerStreamInfo("late", "example.com", "1.0")))
     h.upstream(UpstreamStanzas((FEATURES,)))
     later = h.answer(token)
     assert later.body.payload == (FEATURES.data,)
-    assert attrs(later)["authid"] == "late" and attrs(later)["from"] == "example.com"
+    assert attrs(later)["authid"] == "late"
+    assert attrs(later)["from"] == "example.com"
     assert "sid" not in attrs(later)  # B-SRESP-08
 
 
@@ -112,7 +116,8 @@ def test_out_of_order_requests_forwarded_in_rid_order() -> None:
     ta = h.request(rid=n + 1, payload=(b"<a/>",))
     assert h.sent_upstream() == [b"<a/>", b"<b/>"]
     # N+1 is answered (hold exceeded) before N+2, which stays held (B-PAY-08).
-    assert h.answered(ta) and not h.answered(tb)
+    assert h.answered(ta)
+    assert not h.answered(tb)
 
 
 def test_hold_exceeded_releases_oldest_empty() -> None:
@@ -121,7 +126,8 @@ def test_hold_exceeded_releases_oldest_empty() -> None:
     t1 = h.request()
     assert not h.answered(t1)
     t2 = h.request()
-    assert h.answer(t1).body.payload == () and not h.answered(t2)
+    assert h.answer(t1).body.payload == ()
+    assert not h.answered(t2)
 
 
 def test_wait_expiry_answers_empty() -> None:
@@ -132,7 +138,8 @@ def test_wait_expiry_answers_empty() -> None:
     assert not h.answered(t)
     h.advance(0.2)
     body = h.answer(t).body
-    assert body.payload == () and body.type is None
+    assert body.payload == ()
+    assert body.type is None
 
 
 def test_upstream_data_answers_held_request_at_once_batched() -> None:
@@ -163,7 +170,8 @@ def test_responses_released_in_rid_order_with_hold_two() -> None:
     t1 = h.request()
     t2 = h.request()
     h.upstream(UpstreamStanzas((message(1),)))
-    assert h.answered(t1) and not h.answered(t2)
+    assert h.answered(t1)
+    assert not h.answered(t2)
     assert h.answer(t1).body.payload == (message(1).data,)
 
 
@@ -206,7 +214,8 @@ def test_rid_above_window_terminates_item_not_found() -> None:
     assert h.session.closed
     assert h.of(CloseUpstream)
     ended = h.ended()
-    assert ended is not None and ended.condition is Condition.ITEM_NOT_FOUND
+    assert ended is not None
+    assert ended.condition is Condition.ITEM_NOT_FOUND
 
 
 def test_old_rid_no_longer_cached_is_item_not_found() -> None:
@@ -235,9 +244,12 @@ def test_large_rids_handled_exactly() -> None:
     top = 2**53 - 1
     h = Harness()
     h.session._last_rid = top - 3  # start the session near the top of the range
-    tokens = [h.request(rid=r, payload=(f"<m n='{r}'/>".encode(),)) for r in (top - 2, top - 1, top)]
+    tokens = [
+        h.request(rid=r, payload=(f"<m n='{r}'/>".encode(),)) for r in (top - 2, top - 1, top)
+    ]
     assert h.sent_upstream() == [f"<m n='{r}'/>".encode() for r in (top - 2, top - 1, top)]
-    assert h.answered(tokens[0]) and h.answered(tokens[1])
+    assert h.answered(tokens[0])
+    assert h.answered(tokens[1])
 
 
 def test_retransmission_cap_is_policy_violation() -> None:
@@ -319,9 +331,12 @@ def test_inactivity_drops_session_silently() -> None:
     h.advance(2.9)
     assert not h.session.closed
     h.advance(0.2)
-    assert h.session.closed and h.of(CloseUpstream)
+    assert h.session.closed
+    assert h.of(CloseUpstream)
     ended = h.ended()
-    assert ended is not None and ended.condition is None and ended.reason == "inactivity"
+    assert ended is not None
+    assert ended.condition is None
+    assert ended.reason == "inactivity"
 
 
 def test_inactivity_does_not_run_while_a_request_is_held() -> None:
@@ -350,7 +365,8 @@ def test_pause_answers_everything_and_extends_inactivity() -> None:
     h.upstream(UpstreamStanzas((message(2),)))
     held2 = h.request()
     p = h.request(pause=6)
-    assert h.answered(held) and h.answered(held2)
+    assert h.answered(held)
+    assert h.answered(held2)
     assert h.answer(p).body.payload == ()
     h.advance(5)
     assert not h.session.closed
@@ -454,7 +470,9 @@ def test_empty_request_releasing_held_one_is_not_polling() -> None:
     t1 = h.request()
     h.advance(0.1)
     t2 = h.request()
-    assert h.answered(t1) and not h.answered(t2) and not h.session.closed
+    assert h.answered(t1)
+    assert not h.answered(t2)
+    assert not h.session.closed
 
 
 def test_payload_requests_never_count_as_polling() -> None:
@@ -485,7 +503,8 @@ def test_terminate_may_use_window_plus_one() -> None:
     n = CREATION_RID
     h.request(rid=n + 1)
     t3 = h.request(rid=n + 3, type="terminate", payload=(b"<presence type='unavailable'/>",))
-    assert not h.session.closed and not h.answered(t3)
+    assert not h.session.closed
+    assert not h.answered(t3)
     h.request(rid=n + 2, payload=(MSG,))
     assert h.sent_upstream() == [MSG, b"<presence type='unavailable'/>"]
     assert h.session.closed
@@ -505,7 +524,8 @@ def test_terminate_forwards_payload_then_closes() -> None:
     assert h.answer(t).body.type == "terminate"
     assert h.session.closed
     ended = h.ended()
-    assert ended is not None and ended.condition is None
+    assert ended is not None
+    assert ended.condition is None
 
 
 def test_terminate_with_held_request_answers_oldest_terminate() -> None:
@@ -559,7 +579,8 @@ def test_upstream_stream_error_is_remote_stream_error_with_stanzas() -> None:
     h.upstream(UpstreamStreamError(error))
     t2 = h.request()
     body = h.answer(t2).body
-    assert body.type == "terminate" and body.condition is Condition.REMOTE_STREAM_ERROR
+    assert body.type == "terminate"
+    assert body.condition is Condition.REMOTE_STREAM_ERROR
     assert body.payload == (message(1).data, error.data)
     assert body.declare_stream_ns
     assert h.session.closed  # X-ERR-02
@@ -602,7 +623,8 @@ def test_shutdown_answers_held_request_system_shutdown() -> None:
     h.session.shutdown(h.now)
     h._collect()
     assert h.answer(t).body.condition is Condition.SYSTEM_SHUTDOWN
-    assert h.session.closed and h.of(CloseUpstream)
+    assert h.session.closed
+    assert h.of(CloseUpstream)
 
 
 def test_shutdown_with_nothing_held_answers_next_request() -> None:
@@ -664,8 +686,11 @@ def test_queued_stanzas_bounced_when_session_ends() -> None:
     assert h.session.closed
     bounces = h.sent_upstream()
     assert len(bounces) == 2
-    assert b"<iq" in bounces[0] and b"service-unavailable" in bounces[0] and b"q1" in bounces[0]
-    assert b"<message" in bounces[1] and b"recipient-unavailable" in bounces[1]
+    assert b"<iq" in bounces[0]
+    assert b"service-unavailable" in bounces[0]
+    assert b"q1" in bounces[0]
+    assert b"<message" in bounces[1]
+    assert b"recipient-unavailable" in bounces[1]
 
 
 # --------------------------------------------------------------------------- restart, keys, misc
@@ -675,8 +700,7 @@ def test_restart_sends_new_header_and_ignores_payload() -> None:
     """xmpp:restart: new header with the request's to/lang/from; payload ignored
     (X-RST-02, X-RST-04, X-RST-05, X-RST-06)."""
     h = Harness()
-    t = h.request(restart=True, to="example.com", lang="de", from_="u@example.com",
-                  payload=(MSG,))
+    t = h.request(restart=True, to="example.com", lang="de", from_="u@example.com", payload=(MSG,))
     restarts = h.of(RestartUpstream)
     assert len(restarts) == 1
     header = restarts[0].header
@@ -691,8 +715,11 @@ def test_no_restart_without_client_request() -> None:
     """The core never restarts upstream on its own, e.g. on SASL success (X-RST-07)."""
     h = Harness()
     h.request()
-    success = Stanza(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>", "success",
-                     "urn:ietf:params:xml:ns:xmpp-sasl")
+    success = Stanza(
+        b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>",
+        "success",
+        "urn:ietf:params:xml:ns:xmpp-sasl",
+    )
     h.upstream(UpstreamStanzas((success,)))
     h.advance(5)
     assert h.of(RestartUpstream) == []
@@ -703,7 +730,8 @@ def test_add_stream_attributes_ignored() -> None:
     (B-MULTI-02, B-SREQ-12)."""
     h = Harness()
     t = h.request(to="other.example", lang="fr", stream="s2")
-    assert not h.answered(t) and not h.session.closed
+    assert not h.answered(t)
+    assert not h.session.closed
     assert len(h.of(ConnectUpstream)) == 1
 
 
@@ -758,7 +786,8 @@ def test_retransmission_with_key_gets_cached_copy() -> None:
     t = h.request(rid=rid, key=k[3])
     h.request(rid=rid + 1, key=k[2])
     again = h.request(rid=rid, key=k[3])
-    assert h.answer(again).body == h.answer(t).body and not h.session.closed
+    assert h.answer(again).body == h.answer(t).body
+    assert not h.session.closed
 
 
 def test_keys_ignored_when_not_verified() -> None:
