@@ -159,13 +159,16 @@ class FakeConnection(asyncio.Protocol):
         b = self.behaviour
         if element.tag == f"{{{SASL}}}auth" and b.answer_auth:
             self.send(f"<success xmlns='{SASL}'/>")
-        elif element.local == "iq" and element.node.find(f"{{{BIND}}}bind") is not None:
-            if b.answer_bind:
-                iq_id = element.node.get("id", "")
-                self.send(
-                    f"<iq type='result' id='{iq_id}'><bind xmlns='{BIND}'>"
-                    f"<jid>user@{b.domain}/res</jid></bind></iq>"
-                )
+        elif (
+            element.local == "iq"
+            and element.node.find(f"{{{BIND}}}bind") is not None
+            and b.answer_bind
+        ):
+            iq_id = element.node.get("id", "")
+            self.send(
+                f"<iq type='result' id='{iq_id}'><bind xmlns='{BIND}'>"
+                f"<jid>user@{b.domain}/res</jid></bind></iq>"
+            )
 
     # -- test API ---------------------------------------------------------------------------
 
