@@ -17,7 +17,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -178,6 +178,19 @@ class ServerConfig:
     )
     trusted_proxies: tuple[str, ...] = opt(
         (), "Proxies whose X-Forwarded-For / X-Real-IP headers are believed.", _networks
+    )
+    tls_cert_file: str = opt(
+        "",
+        "PEM certificate chain: serve HTTPS/WSS on the TCP listeners (reloaded on SIGHUP).",
+        _str,
+    )
+    tls_key_file: str = opt("", "PEM private key for tls_cert_file.", _str)
+    health_path: str = opt("/healthz", "Liveness endpoint ('' disables).", _path_or_empty)
+    ready_path: str = opt(
+        "/readyz", "Readiness endpoint, 503 while draining ('' disables).", _path_or_empty
+    )
+    metrics_path: str = opt(
+        "/metrics", "Prometheus metrics endpoint ('' disables).", _path_or_empty
     )
 
 
@@ -387,6 +400,12 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
         )
     if not config.server.bosh_path and not config.server.websocket_path:
         problems.append("server.bosh_path: both endpoints are disabled")
+    if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
+        problems.append("server.tls_key_file: tls_cert_file and tls_key_file go together")
+    for key in ("tls_cert_file", "tls_key_file"):
+        path = getattr(config.server, key)
+        if path and not os.path.isfile(path):
+            problems.append(f"server.{key}: no such file {path!r}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -441,14 +460,30 @@ def describe_keys() -> list[tuple[str, str, str]]:
     out = []
     for section, cls in SECTIONS.items():
         for f in fields(cls):
-            default = f.default if f.default is not MISSING else "{}"
-            out.append((f"{section}.{f.name}", _render(default), f.metadata.get("doc", "")))
+            if f.name in _NESTED:
+                continue  # documented by its own table
+            default = _render(f.default, f.metadata["parse"])
+            out.append((f"{section}.{f.name}", default, f.metadata["doc"]))
     for f in fields(UpstreamTarget):
-        out.append((f'upstream.domains."<domain>".{f.name}', _render(f.default), f.metadata["doc"]))
+        out.append(
+            (
+                f'upstream.domains."<domain>".{f.name}',
+                _render(f.default, f.metadata["parse"]),
+                f.metadata["doc"],
+            )
+        )
     return out
 
 
-def _render(value: Any) -> str:
+def _render(value: Any, parse: Any = None) -> str:
+    """A default as it would be written in the TOML file."""
+    if parse in (_duration, _whole_seconds):
+        return f'"{value:g}s"'
+    if parse is _size:
+        for unit, factor in (("MiB", 1024**2), ("KiB", 1024)):
+            if value and value % factor == 0:
+                return f'"{value // factor}{unit}"'
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):

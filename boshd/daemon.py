@@ -1,76 +1,192 @@
-"""Serving: listeners, signals, graceful drain. ``serve()`` is what ``boshd run`` runs.
+"""Serving: listeners, signals, reload, graceful drain. ``serve()`` is what ``boshd run`` runs.
 
 ``serve(config, shutdown_trigger=...)`` takes an awaitable that ends the server, so tests stop
-it without signals. SIGTERM and SIGINT drain: new sessions are refused, every live session is
-ended with ``system-shutdown`` (B-ERR-07, G-SHUT-01), and the process exits within
-``server.graceful_timeout``; a second SIGINT or SIGTERM exits at once.
+it without signals. With signals:
+
+* SIGTERM / SIGINT drain: readiness goes false, new sessions are refused, every live session
+  is ended with ``system-shutdown`` (B-ERR-07, G-SHUT-01) after its pending client payload went
+  upstream, and the process exits within ``server.graceful_timeout``. A second SIGTERM or
+  SIGINT exits at once.
+* SIGHUP reloads the config file: log level, limits, routes, BOSH timers, TLS certificate.
+  Live sessions keep running with what they negotiated. An invalid file keeps the old
+  configuration and logs every problem. Listener changes need a restart (logged).
+
+Under systemd (``Type=notify``) it reports READY, RELOADING, STOPPING and STATUS, and sends
+watchdog keep-alives when ``WatchdogSec`` is set; sockets passed by socket activation
+(``LISTEN_FDS``) are served instead of ``server.listen``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
+import ssl
+import stat
 from collections.abc import Awaitable
 
 from aiohttp import web
 
-from boshd.config import Config
+from boshd.config import Config, load_config
+from boshd.errors import ConfigError
 from boshd.frontend.app import build_app
+from boshd.frontend.state import APP_STATE
+from boshd.sdnotify import Notifier, listen_fds, watchdog_interval
 
 log = logging.getLogger("boshd")
 
 
-async def start_sites(runner: web.AppRunner, config: Config) -> list[web.BaseSite]:
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    if not config.server.tls_cert_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.server.tls_cert_file, config.server.tls_key_file)
+    return context
+
+
+async def start_sites(
+    runner: web.AppRunner, config: Config, context: ssl.SSLContext | None
+) -> list[web.BaseSite]:
     sites: list[web.BaseSite] = []
+    inherited = listen_fds()
+    if inherited:
+        for fd in inherited:
+            sock = socket.socket(fileno=fd)
+            site: web.BaseSite = web.SockSite(runner, sock, ssl_context=context)
+            await site.start()
+            sites.append(site)
+            log.info("listening on inherited socket %s", sock.getsockname() or f"fd {fd}")
+        return sites
     for listen in config.server.listen:
-        site: web.BaseSite
         if listen.startswith("unix:"):
             path = listen[len("unix:") :]
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(path).st_mode):
+                    os.unlink(path)  # a stale socket from an earlier run
             site = web.UnixSite(runner, path)
         else:
             host, _, port = listen.rpartition(":")
-            site = web.TCPSite(runner, host.strip("[]"), int(port), backlog=1024)
+            site = web.TCPSite(
+                runner, host.strip("[]"), int(port), backlog=1024, ssl_context=context
+            )
         await site.start()
         sites.append(site)
-        log.info("listening on %s", listen)
+        log.info(
+            "listening on %s%s",
+            listen,
+            " (TLS)" if context and not listen.startswith("unix:") else "",
+        )
     return sites
 
 
+class Daemon:
+    """Owns the runner; reload and drain go through here."""
+
+    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.app = build_app(config)
+        self.state = self.app[APP_STATE]
+        self.tls = tls_context(config)
+        self.runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=config.server.graceful_timeout,
+        )
+
+    def status_line(self) -> str:
+        sessions = len(self.state.registry)
+        return f"{sessions} session{'s' if sessions != 1 else ''}"
+
+    def reload(self) -> bool:
+        """Re-read the config file; on any problem keep the old config and log each one."""
+        path = self.config.source
+        if not path:
+            log.warning("SIGHUP: no config file to reload")
+            return False
+        self.notifier.reloading()
+        try:
+            new = load_config(path)
+            context = tls_context(new) if new.server.tls_cert_file else None
+        except ConfigError as exc:
+            log.error("reload of %s failed; keeping the running configuration:", path)
+            for problem in exc.problems:
+                log.error("  %s", problem)
+            self.notifier.ready(self.status_line())
+            return False
+        except (OSError, ssl.SSLError) as exc:
+            log.error("reload failed: TLS certificate: %s; keeping the running configuration", exc)
+            self.notifier.ready(self.status_line())
+            return False
+        if new.server.listen != self.config.server.listen:
+            log.warning("server.listen changed: takes effect after a restart")
+        if self.tls is not None and context is not None:
+            # New handshakes use the new certificate; open connections keep theirs.
+            self.tls.load_cert_chain(new.server.tls_cert_file, new.server.tls_key_file)
+        self.config = new
+        self.state.config = new
+        self.state.registry.reconfigure(new)
+        logging.getLogger().setLevel(new.log.level.upper())
+        log.info("configuration reloaded from %s", path)
+        self.notifier.ready(self.status_line())
+        return True
+
+    async def run(self, shutdown_trigger: Awaitable[object] | None = None) -> None:
+        await self.runner.setup()
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            await start_sites(self.runner, self.config, self.tls)
+            log.info(
+                "boshd ready (pid %d, config %s)", os.getpid(), self.config.source or "built-in"
+            )
+            self.notifier.ready(self.status_line())
+            interval = watchdog_interval()
+            watchdog = asyncio.create_task(self._keepalive(interval))
+            await (shutdown_trigger if shutdown_trigger is not None else self._signals())
+            log.info("draining sessions (up to %gs)", self.config.server.graceful_timeout)
+            self.notifier.stopping()
+            # Stop accepting sessions first: readiness fails, creations get system-shutdown.
+            self.state.registry.draining = True
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            await self.runner.cleanup()  # on_shutdown drains live sessions
+            self.notifier.close()
+            log.info("boshd stopped")
+
+    async def _keepalive(self, watchdog: float | None) -> None:
+        """STATUS every few seconds; WATCHDOG=1 at half of WatchdogSec when asked."""
+        period = min(watchdog or 10.0, 10.0)
+        while True:
+            await asyncio.sleep(period)
+            if watchdog:
+                self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+
+    async def _signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[None] = loop.create_future()
+
+        def terminate(signame: str) -> None:
+            if stop.done():
+                log.warning("second %s: exiting now", signame)
+                os._exit(1)
+            log.info("%s received", signame)
+            stop.set_result(None)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, terminate, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await stop
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+
+
 async def serve(config: Config, shutdown_trigger: Awaitable[object] | None = None) -> None:
-    app = build_app(config)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=config.server.graceful_timeout,
-    )
-    await runner.setup()
-    try:
-        await start_sites(runner, config)
-        log.info("boshd ready (pid %d, config %s)", os.getpid(), config.source or "built-in")
-        if shutdown_trigger is None:
-            shutdown_trigger = _signalled()
-        await shutdown_trigger
-        log.info("draining sessions (up to %gs)", config.server.graceful_timeout)
-    finally:
-        await runner.cleanup()
-        log.info("boshd stopped")
-
-
-async def _signalled() -> None:
-    """Wait for SIGTERM/SIGINT; a second one exits immediately."""
-    loop = asyncio.get_running_loop()
-    stop = loop.create_future()
-
-    def first(signame: str) -> None:
-        if stop.done():
-            log.warning("second %s: exiting now", signame)
-            os._exit(1)
-        log.info("%s received", signame)
-        stop.set_result(None)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, first, sig.name)
-    await stop
+    await Daemon(config).run(shutdown_trigger)

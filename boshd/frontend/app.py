@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from boshd.config import Config
-from boshd.frontend import bosh, websocket
+from boshd.frontend import bosh, health, websocket
 from boshd.frontend.state import APP_STATE, AppState
 from boshd.metrics import Metrics
 from boshd.runtime.registry import Registry
@@ -29,6 +29,13 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
         app.router.add_get(config.server.bosh_path, bosh.handle_get, allow_head=False)
     if config.server.websocket_path:
         app.router.add_get(config.server.websocket_path, websocket.handle_ws)
+    for path, handler in (
+        (config.server.health_path, health.healthz),
+        (config.server.ready_path, health.readyz),
+        (config.server.metrics_path, health.metrics),
+    ):
+        if path:
+            app.router.add_get(path, handler)
     app.on_shutdown.append(_drain)
     return app
 
