@@ -144,6 +144,26 @@ def _networks(value: Any) -> tuple[str, ...]:
     return items
 
 
+def split_route(route: str) -> tuple[str, int] | None:
+    """``proto:host:port`` (XEP-0124 §7.1): not a URI; split on the last colon (B-SREQ-06)."""
+    proto, sep, rest = route.partition(":")
+    host, sep2, port = rest.rpartition(":")
+    if not sep or not sep2 or proto != "xmpp" or not host or not port.isdigit():
+        return None
+    number = int(port)
+    if not 0 < number <= 65535:
+        return None
+    return host.strip("[]").lower(), number
+
+
+def _routes(value: Any) -> tuple[str, ...]:
+    items = _str_list(value)
+    for item in items:
+        if split_route(item) is None:
+            raise _Invalid(f"each route must look like 'xmpp:host:port', got {item!r}")
+    return items
+
+
 def _path_or_empty(value: Any) -> str:
     text = _str(value)
     if text and not text.startswith("/"):
@@ -275,6 +295,23 @@ class UpstreamConfig:
     )
     allow_any_domain: bool = opt(
         False, "Serve domains not listed in upstream.domains, found by DNS SRV.", _bool
+    )
+    allowed_routes: tuple[str, ...] = opt(
+        (),
+        "'route' values clients may use, e.g. 'xmpp:xmpp.example.org:5222'; others are "
+        "refused with host-unknown.",
+        _routes,
+    )
+    route_tls: str = opt(
+        "starttls",
+        "TLS mode for connections chosen by an allowed 'route'.",
+        _one_of("starttls", "direct-tls"),
+    )
+    allow_private_addresses: bool = opt(
+        False,
+        "Let DNS-resolved or routed targets be private, loopback or link-local addresses "
+        "(configured domains are always trusted).",
+        _bool,
     )
     domains: Mapping[str, UpstreamTarget] = field(
         default_factory=dict,

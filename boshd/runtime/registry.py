@@ -89,7 +89,7 @@ class Registry:
             xmpp_version=create.xmpp_version,
             limits=limits,
         )
-        self.router.check(params.to)
+        self.router.check(params.to, params.route)
         sid = new_sid()
         while sid in self.sessions:  # pragma: no cover - 192 random bits
             sid = new_sid()
@@ -137,7 +137,7 @@ class Registry:
     async def connect(self, actor: SessionActor, action: ConnectUpstream) -> Upstream:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        targets = await self.router.resolve(action.header.to)
+        targets = await self.router.resolve(action.header.to, action.route)
         last: UpstreamError | None = None
         for target in targets:
             conn = UpstreamConnection(

@@ -1,23 +1,40 @@
-"""Which XMPP server serves a domain: the configured table first, then (only if allowed) DNS.
+"""Which XMPP server a session connects to, and the policy that keeps boshd from being an
+open relay.
 
-``Router.check(domain)`` runs before a session exists so an unknown domain is refused with
-``host-unknown`` without any connection attempt (B-SREQ-04). ``Router.resolve(domain)`` gives the
-ordered list of targets to try: a configured target, or, with ``upstream.allow_any_domain``,
-the ``_xmpps-client._tcp`` (XEP-0368, direct TLS) and ``_xmpp-client._tcp`` SRV records found by
-slixmpp's resolver, falling back to the domain itself on port 5222 (RFC 6120 §3.2).
+Theory of operation
+-------------------
+``Router.check(domain, route)`` runs before a session exists, so anything refused here never
+causes a connection attempt (B-SREQ-03/04/06): a domain must be listed in
+``upstream.domains`` unless ``upstream.allow_any_domain``; a ``route`` attribute must be listed
+in ``upstream.allowed_routes``. ``Router.resolve(domain, route)`` then gives the ordered
+targets to try:
 
-The ``route`` attribute is not honoured: boshd is bound to the servers of its configuration,
-which XEP-0124 §7.1 allows (B-SREQ-06); it is ignored rather than refused, so clients that
-always send it (as some do) keep working.
+=========================  ========================================  ======================
+source                     targets                                   address policy
+=========================  ========================================  ======================
+allowed ``route``          its host:port, ``upstream.route_tls``     checked
+``upstream.domains``       the configured host:port and TLS mode     trusted (operator's)
+``allow_any_domain``       SRV ``_xmpps-client._tcp`` (direct TLS),  checked
+                           ``_xmpp-client._tcp`` (STARTTLS), then
+                           the domain on 5222 (RFC 6120 §3.2)
+=========================  ========================================  ======================
+
+"Checked" means every name is resolved here and private, loopback, link-local, multicast and
+reserved addresses are refused unless ``upstream.allow_private_addresses`` (SSRF). The
+connection then goes to the checked address, so a second DNS answer cannot redirect it (no
+rebinding window), while TLS still verifies the certificate against the XMPP domain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from boshd.config import UpstreamConfig
+from boshd.config import UpstreamConfig, split_route
 from boshd.core.conditions import Condition
 from boshd.errors import AddressingError, UpstreamError
 
@@ -38,42 +55,101 @@ class Target:
         return f"{self.host}:{self.port} ({self.tls})"
 
 
-class Router:
-    def __init__(self, config: UpstreamConfig) -> None:
-        self.config = config
+def is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
 
-    def check(self, domain: str) -> None:
-        """Refuse a domain we do not serve, before anything is connected (B-SREQ-04)."""
+
+SrvLookup = Callable[[str, str], Awaitable[list[tuple[str, int]]]]
+
+
+async def slixmpp_srv(domain: str, service: str) -> list[tuple[str, int]]:
+    """(address, port) answers for ``_service._tcp.domain``, in SRV priority/weight order,
+    falling back to the domain's own addresses on 5222 (slixmpp's resolver, with aiodns)."""
+    from slixmpp.xmlstream.resolver import resolve
+
+    answers = await resolve(domain, 5222, loop=asyncio.get_running_loop(), services=[service])
+    return [(address, port) for _service, _host, address, port in answers]
+
+
+class Router:
+    def __init__(self, config: UpstreamConfig, srv_lookup: SrvLookup = slixmpp_srv) -> None:
+        self.config = config
+        self._routes = {r.lower() for r in config.allowed_routes}
+        self._lookup = srv_lookup
+
+    def check(self, domain: str, route: str | None = None) -> None:
+        """Refuse what we do not serve, before anything is connected."""
+        wanted = (route or "").strip().lower()
+        if wanted and (wanted not in self._routes or split_route(wanted) is None):
+            # B-SREQ-06: an unlisted route would make us an open TCP relay.
+            raise AddressingError(f"route {route!r} is not allowed", Condition.HOST_UNKNOWN)
         if domain.lower() in self.config.domains:
             return
         if not self.config.allow_any_domain:
             raise AddressingError(f"domain {domain!r} is not served here", Condition.HOST_UNKNOWN)
 
-    async def resolve(self, domain: str) -> list[Target]:
+    async def resolve(self, domain: str, route: str | None = None) -> list[Target]:
         key = domain.lower()
+        self.check(key, route)
+        if route is not None and route.strip():
+            parsed = split_route(route.strip())
+            assert parsed is not None  # check() guarantees it
+            host, port = parsed
+            addresses = await self._addresses(host, port)
+            return [Target(key, a, port, self.config.route_tls) for a in addresses]
         configured = self.config.domains.get(key)
         if configured is not None:
             return [
                 Target(key, configured.host, configured.port, configured.tls, configured.ca_file)
             ]
-        self.check(key)
         return await self._srv(key)
 
-    async def _srv(self, domain: str) -> list[Target]:
-        from slixmpp.xmlstream.resolver import resolve
-
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        """Resolve ``host`` and keep only addresses the policy allows (SSRF guard)."""
         loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise UpstreamError(f"cannot resolve {host!r}: {exc}") from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        allowed = [a for a in addresses if self.config.allow_private_addresses or is_public(a)]
+        if not allowed:
+            log.warning("refused %s: resolves only to non-public addresses %s", host, addresses)
+            raise AddressingError(
+                f"{host!r} resolves to a non-public address", Condition.HOST_UNKNOWN
+            )
+        return allowed
+
+    async def _srv(self, domain: str) -> list[Target]:
         targets: list[Target] = []
+        refused = False
         for service, tls in (("xmpps-client", "direct-tls"), ("xmpp-client", "starttls")):
             try:
-                answers = await resolve(domain, 5222, loop=loop, services=[service])
+                answers = await self._lookup(domain, service)
             except Exception as exc:  # the resolver raises several kinds; any is "no answer"
                 log.debug("SRV %s for %s: %s", service, domain, exc)
                 continue
-            for _service, _host, address, port in answers:
+            for address, port in answers:
                 if tls == "direct-tls" and port == 5222:
                     continue  # no _xmpps-client record: the resolver fell back to A/AAAA
+                if not (self.config.allow_private_addresses or is_public(address)):
+                    refused = True
+                    continue
                 targets.append(Target(domain, address, port, tls))
+        if not targets and refused:
+            raise AddressingError(
+                f"{domain!r} resolves to a non-public address", Condition.HOST_UNKNOWN
+            )
         if not targets:
             raise UpstreamError(f"no address found for {domain!r}")
         return targets
