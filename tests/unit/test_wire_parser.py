@@ -396,7 +396,7 @@ def test_exception_classes_map_to_conditions() -> None:
 
 
 def test_parser_is_reused_per_thread() -> None:
-    """One lxml parser per thread, reused across calls (lxml parsers are not thread-safe)."""
+    """One lxml parser per thread, reused across calls; not shared between threads (B-WRAP-02)."""
     first = wire_parser._parser()
     assert wire_parser._parser() is first
     other: list[etree.XMLParser] = []

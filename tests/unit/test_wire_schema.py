@@ -349,10 +349,18 @@ def test_secure_is_accepted_and_typed(schema: BodySchema) -> None:
     schema.check(body("rid='1' secure='false'"))
 
 
-def test_xsi_attributes_get_full_validation(schema: BodySchema) -> None:
-    """xsi: attributes bypass the fast path and get xmlschema's verdict (B-WRAP-06)."""
+def test_xsi_attributes_get_full_validation(schema: BodySchema, no_network: list[object]) -> None:
+    """xsi: attributes get xmlschema's verdict; location hints load nothing (B-WRAP-06)."""
     elem = xml(f"<body xmlns='{HTTPBIND_NS}' xmlns:xsi='{XSI_NS}' rid='1' xsi:nil='true'/>")
     assert "nillable" in rejected(schema, elem)
+    rejected(schema, xml(f"<body xmlns='{HTTPBIND_NS}' xmlns:xsi='{XSI_NS}' xsi:type='x:y'/>"))
+    schema.check(
+        xml(
+            f"<body xmlns='{HTTPBIND_NS}' xmlns:xsi='{XSI_NS}' rid='1' "
+            "xsi:schemaLocation='urn:example http://example.com/evil.xsd'/>"
+        )
+    )
+    assert no_network == []
 
 
 # --- fallback and required attributes ----------------------------------------------------
