@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from boshd.core.limits import TrafficLimits
 from boshd.core.params import DEFAULT_ALLOWED_CONTENT, BoshLimits
 from boshd.errors import ConfigError
 
@@ -85,6 +86,12 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Invalid(f"must be an integer, got {value!r}")
     return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _Invalid(f"must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _bool(value: Any) -> bool:
@@ -274,6 +281,40 @@ class LimitsConfig:
     max_queue_size: int = opt(
         1024 * 1024, "Most upstream data waiting for a BOSH client.", _size, ">0"
     )
+    max_sessions_per_ip: int = opt(
+        256, "Most concurrent sessions from one client address.", _int, ">0"
+    )
+    session_rate_per_ip: float = opt(
+        10.0, "New sessions per second one address may open, sustained (0 = unlimited).", _number
+    )
+    session_burst_per_ip: int = opt(
+        30, "New sessions one address may open at once before the rate applies.", _int, ">0"
+    )
+    session_traffic_window: float = opt(
+        10.0, "The window the session_max_* traffic limits count over.", _duration, ">0"
+    )
+    session_max_requests: int = opt(
+        1000,
+        "Requests (BOSH) or messages (WebSocket) per window per session (0 = off).",
+        _int,
+        ">=0",
+    )
+    session_max_bytes_in: int = opt(
+        10 * 1024 * 1024, "Client payload bytes per window per session (0 = off).", _size
+    )
+    session_max_bytes_out: int = opt(
+        100 * 1024 * 1024, "Bytes to the client per window per session (0 = off).", _size
+    )
+    max_session_age: float = opt(
+        0.0,
+        "Sessions older than this are ended after delivering what is pending (0 = off).",
+        _duration,
+    )
+    max_session_age_uri: str = opt(
+        "",
+        "If set, aged-out sessions get see-other-uri to this URL instead of policy-violation.",
+        _str,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +386,18 @@ class Config:
             max_queue_bytes=self.limits.max_queue_size,
             allowed_content_types=tuple(t.lower() for t in b.allowed_content_types),
             enforce_polling=b.enforce_polling,
+            traffic=self.traffic_limits(),
+            max_age=self.limits.max_session_age,
+            max_age_uri=self.limits.max_session_age_uri,
+        )
+
+    def traffic_limits(self) -> TrafficLimits:
+        lim = self.limits
+        return TrafficLimits(
+            window=lim.session_traffic_window,
+            max_requests=lim.session_max_requests,
+            max_bytes_in=lim.session_max_bytes_in,
+            max_bytes_out=lim.session_max_bytes_out,
         )
 
 

@@ -45,6 +45,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from xml.sax.saxutils import escape
 
 from boshd.core.conditions import Condition
 from boshd.core.events import (
@@ -66,6 +67,7 @@ from boshd.core.events import (
     UpstreamStanzas,
     UpstreamStreamError,
 )
+from boshd.core.limits import TrafficMeter
 from boshd.core.params import BoshLimits, SessionParams
 from boshd.core.stream import STREAMS_NS, StreamPhase, XmppStream, bounce
 from boshd.errors import ItemNotFound, PolicyViolation, ProtocolError
@@ -153,6 +155,9 @@ class BoshSession:
         self.stanzas_up = 0
         self.stanzas_down = 0
         self.requests = 1
+        self._meter = TrafficMeter(limits.traffic, now)
+        self._age_deadline = now + limits.max_age if limits.max_age > 0 else None
+        self._limit_hit: str | None = None
         self._held.append(_Held(create.rid, create.token, now + params.wait))
         self._actions.append(self.stream.connect())
 
@@ -190,9 +195,12 @@ class BoshSession:
         if self._state is BoshState.CLOSED:
             return None
         if self._held:
-            return min(h.deadline for h in self._held)
-        limit = self._inactivity_deadline()
-        return limit
+            deadline: float | None = min(h.deadline for h in self._held)
+        else:
+            deadline = self._inactivity_deadline()
+        if self._age_deadline is not None and self._state is not BoshState.ENDING:
+            deadline = self._age_deadline if deadline is None else min(deadline, self._age_deadline)
+        return deadline
 
     def _inactivity_deadline(self) -> float | None:
         if self._pause_until is not None:
@@ -204,6 +212,22 @@ class BoshSession:
     def handle_timer(self, now: float) -> None:
         if self._state is BoshState.CLOSED:
             return
+        if (
+            self._age_deadline is not None
+            and now >= self._age_deadline
+            and self._state is not BoshState.ENDING
+        ):
+            # Issue 9: too old. Deliver what is queued, then the terminal body.
+            self._age_deadline = None
+            self._limit_hit = "max_session_age"
+            terminal = (
+                see_other_uri(self.limits.max_age_uri)
+                if self.limits.max_age_uri
+                else _terminate(Condition.POLICY_VIOLATION)
+            )
+            self._begin_ending(now, terminal, "maximum session age reached")
+            if self.closed:
+                return
         # B-PAY-05/06: a request is never held beyond wait; it gets an empty body.
         while self._held and self._held[0].deadline <= now:
             self._answer_oldest(now, EMPTY)
@@ -221,6 +245,12 @@ class BoshSession:
             self._respond(req.token, _terminate(Condition.ITEM_NOT_FOUND), now, cache_rid=None)
             return
         self.requests += 1
+        if isinstance(req, BoshRequest):
+            exceeded = self._meter.client(sum(len(p) for p in req.payload), now)
+            if exceeded is not None:
+                self._limit_hit = f"session_{exceeded}"
+                self._kill(now, req, PolicyViolation(f"traffic limit exceeded: {exceeded}"))
+                return
         if isinstance(req, BoshRejected):
             log.info("[%s] request rejected: %s", self.sid, req.reason)
             self._respond(
@@ -235,7 +265,7 @@ class BoshSession:
             self._kill(now, req, exc)
             return
         # Process what is now in order; a failure there belongs to that request's token.
-        while self._last_rid + 1 in self._early and self._state is not BoshState.CLOSED:
+        while self._last_rid + 1 in self._early and not self.closed:
             ready = self._early.pop(self._last_rid + 1)
             try:
                 self._process(ready, now)
@@ -245,7 +275,9 @@ class BoshSession:
     def _kill(self, now: float, req: BoshRequest, exc: ProtocolError) -> None:
         """``req`` broke a rule: it gets the condition, everything else other-request."""
         log.info("[%s] rid %d: %s (%s)", self.sid, req.rid, exc.reason, exc.condition)
-        self._respond(req.token, _terminate(exc.condition), now, cache_rid=None, error=exc.condition)
+        self._respond(
+            req.token, _terminate(exc.condition), now, cache_rid=None, error=exc.condition
+        )
         self._bounce_queue()
         self._end(now, exc.condition, exc.reason, notify=True)
 
@@ -305,8 +337,10 @@ class BoshSession:
             return
         # B-OVER-06: in a polling session, two empty polls too close together, the first
         # of which was answered without payload.
-        if self.params.polling_session and self._last_was_empty and not (
-            self._last_answer_had_payload
+        if (
+            self.params.polling_session
+            and self._last_was_empty
+            and not (self._last_answer_had_payload)
         ):
             raise PolicyViolation("polling too frequently")
 
@@ -406,12 +440,20 @@ class BoshSession:
                     self._actions.append(SendUpstream(self._before_open))
                     self._before_open = ()
             case UpstreamStanzas(stanzas):
+                size = 0
                 for stanza in stanzas:
                     self._queue.append(stanza)
-                    self._queue_bytes += len(stanza.data)
+                    size += len(stanza.data)
+                self._queue_bytes += size
                 if self._queue_bytes > self.limits.max_queue_bytes:
                     # G-LIM-02: a client that does not collect its data cannot grow memory.
+                    self._limit_hit = "max_queue_size"
                     self._fail(now, Condition.POLICY_VIOLATION, "client queue overflow")
+                    return
+                exceeded = self._meter.server(size, now)
+                if exceeded is not None:
+                    self._limit_hit = f"session_{exceeded}"
+                    self._fail(now, Condition.POLICY_VIOLATION, f"traffic limit: {exceeded}")
                     return
                 self._flush(now)
             case UpstreamStreamError(error):
@@ -589,6 +631,7 @@ class BoshSession:
                     "requests": self.requests,
                     "undelivered": undelivered,
                 },
+                self._limit_hit,
             )
         )
 
@@ -621,6 +664,15 @@ class BoshSession:
 
 def _sha1(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
+
+
+def see_other_uri(uri: str) -> ResponseBody:
+    """B-ERR-06: the new endpoint travels in a ``<uri/>`` child."""
+    return ResponseBody(
+        payload=(f"<uri>{escape(uri)}</uri>".encode(),),
+        type="terminate",
+        condition=Condition.SEE_OTHER_URI,
+    )
 
 
 def _terminate(condition: Condition) -> ResponseBody:

@@ -291,6 +291,7 @@ class SessionEnded:
     condition: Condition | None
     reason: str = ""
     stats: dict[str, int] = field(default_factory=dict, compare=False)
+    limit: str | None = None  # the configured limit that ended the session, if any
 
 
 Action = (

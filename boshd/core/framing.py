@@ -52,6 +52,7 @@ from boshd.core.events import (
     WsStanza,
     WsViolation,
 )
+from boshd.core.limits import TrafficLimits, TrafficMeter
 from boshd.core.stream import StreamPhase, XmppStream
 
 log = logging.getLogger("boshd.websocket")
@@ -90,6 +91,9 @@ class WsSession:
         *,
         see_other_uri: str = "",
         default_domain: str = "",
+        traffic: TrafficLimits | None = None,
+        max_age: float = 0.0,
+        max_age_uri: str = "",
     ) -> None:
         self.sid = sid
         self.created_at = now
@@ -104,6 +108,10 @@ class WsSession:
         self._before_open: list[bytes] = []
         self.stanzas_up = 0
         self.stanzas_down = 0
+        self._meter = TrafficMeter(traffic or TrafficLimits(), now)
+        self._age_deadline = now + max_age if max_age > 0 else None
+        self.max_age_uri = max_age_uri
+        self._limit_hit: str | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -125,9 +133,25 @@ class WsSession:
         return actions
 
     def next_deadline(self) -> float | None:
-        return None if self.closed else self._open_deadline
+        if self.closed:
+            return None
+        deadlines = [d for d in (self._open_deadline, self._age_deadline) if d is not None]
+        return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
+        if self._age_deadline is not None and now >= self._age_deadline:
+            # Issue 9: too old; redirect if configured, else policy-violation; upstream closed
+            # cleanly (everything received so far has already been sent as frames).
+            self._age_deadline = None
+            self._limit_hit = "max_session_age"
+            if self.max_age_uri:
+                self._close_upstream(graceful=True)
+                uri = quoteattr(self.max_age_uri)
+                self._send(f"<close xmlns='{FRAMING_NS}' see-other-uri={uri}/>".encode())
+                self._finish(Condition.SEE_OTHER_URI, "maximum session age reached", code=1000)
+            else:
+                self._fail(StreamErrorCondition.POLICY_VIOLATION, "maximum session age reached")
+            return
         if self._open_deadline is not None and now >= self._open_deadline:
             self._open_deadline = None
             if self._state is WsState.AWAIT_OPEN:
@@ -138,6 +162,12 @@ class WsSession:
     def receive(self, item: WsOpen | WsClose | WsStanza | WsViolation | WsLost, now: float) -> None:
         if self._state is WsState.CLOSED:
             return
+        if isinstance(item, WsOpen | WsStanza):
+            exceeded = self._meter.client(len(item.data) if isinstance(item, WsStanza) else 0, now)
+            if exceeded is not None:
+                self._limit_hit = f"session_{exceeded}"
+                self._fail(StreamErrorCondition.POLICY_VIOLATION, f"traffic limit: {exceeded}")
+                return
         match item:
             case WsOpen():
                 self._client_opened(item)
@@ -211,6 +241,11 @@ class WsSession:
                     self._actions.append(SendUpstream(tuple(self._before_open)))
                     self._before_open.clear()
             case UpstreamStanzas(stanzas):
+                exceeded = self._meter.server(sum(len(s.data) for s in stanzas), now)
+                if exceeded is not None:
+                    self._limit_hit = f"session_{exceeded}"
+                    self._fail(StreamErrorCondition.POLICY_VIOLATION, f"traffic limit: {exceeded}")
+                    return
                 for stanza in stanzas:  # W-FRM-06: one element per message
                     self._send(stanza.data)
                 self.stanzas_down += len(stanzas)
@@ -300,6 +335,7 @@ class WsSession:
                 condition,
                 reason,
                 {"stanzas_up": self.stanzas_up, "stanzas_down": self.stanzas_down},
+                self._limit_hit,
             )
         )
 

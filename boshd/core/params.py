@@ -21,9 +21,10 @@ content         honoured only for allowed XML/text types in UTF-8 (B-HTTP-09, A-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from boshd.core.conditions import Condition
+from boshd.core.limits import TrafficLimits
 from boshd.errors import AddressingError, BadRequest
 
 BOSH_VERSION = (1, 11)  # XEP-0124 1.11
@@ -50,6 +51,9 @@ class BoshLimits:
     max_queue_bytes: int = 1024 * 1024
     allowed_content_types: tuple[str, ...] = DEFAULT_ALLOWED_CONTENT
     enforce_polling: bool = True
+    traffic: TrafficLimits = field(default_factory=TrafficLimits)
+    max_age: float = 0.0  # seconds; 0 = sessions may live forever
+    max_age_uri: str = ""  # if set, an aged-out session is sent here (see-other-uri)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,9 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     try:
         state.registry.admit(ip)
     except ProtocolError as exc:
-        raise web.HTTPServiceUnavailable(text=f"{exc.reason}\n") from None
+        if state.registry.draining:
+            raise web.HTTPServiceUnavailable(text=f"{exc.reason}\n") from None
+        raise web.HTTPTooManyRequests(text=f"{exc.reason}\n") from None
     limit = config.limits.max_message_size
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),  # W-HS-01/02: exactly one token, 'xmpp'
@@ -87,7 +89,14 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     loop = asyncio.get_running_loop()
     sid = new_sid()
-    core = WsSession(sid, loop.time(), see_other_uri=config.websocket.see_other_uri)
+    core = WsSession(
+        sid,
+        loop.time(),
+        see_other_uri=config.websocket.see_other_uri,
+        traffic=config.traffic_limits(),
+        max_age=config.limits.max_session_age,
+        max_age_uri=config.limits.max_session_age_uri,
+    )
     actor = SessionActor(
         sid,
         core,

@@ -11,11 +11,13 @@ import logging
 import secrets
 from collections import Counter as Tally
 from dataclasses import replace
+from typing import NoReturn
 
 from boshd.config import Config
 from boshd.core.bosh import BoshSession
 from boshd.core.conditions import Condition
 from boshd.core.events import ConnectUpstream, CreateRequest, ResponseBody, SessionEnded, Shutdown
+from boshd.core.limits import TokenBucket
 from boshd.core.params import negotiate
 from boshd.errors import PolicyViolation, UpstreamError
 from boshd.metrics import Metrics
@@ -38,6 +40,7 @@ class Registry:
         self.router = Router(config.upstream)
         self.sessions: dict[str, SessionActor] = {}
         self.per_ip: Tally[str] = Tally()
+        self._rates: dict[str, TokenBucket] = {}
         self.draining = False
 
     def reconfigure(self, config: Config) -> None:
@@ -59,12 +62,36 @@ class Registry:
     # ------------------------------------------------------------------ creation
 
     def _admit(self, client_ip: str) -> None:
-        """Refuse new sessions while draining or over the configured limits."""
+        """Refuse new sessions while draining or over the configured limits (G-LIM-02)."""
+        limits = self.config.limits
         if self.draining:
             raise PolicyViolation("shutting down", Condition.SYSTEM_SHUTDOWN)
-        if len(self.sessions) >= self.config.limits.max_sessions:
-            self.metrics.rejections.labels("limit:max_sessions").inc()
-            raise PolicyViolation("too many sessions")
+        if len(self.sessions) >= limits.max_sessions:
+            self._refuse("max_sessions")
+        if self.per_ip[client_ip] >= limits.max_sessions_per_ip:
+            self._refuse("max_sessions_per_ip")
+        if limits.session_rate_per_ip > 0:
+            now = asyncio.get_running_loop().time()
+            bucket = self._rates.get(client_ip)
+            if bucket is None:
+                if len(self._rates) > 10_000:
+                    self._forget_idle_rates(now)
+                window = limits.session_burst_per_ip / limits.session_rate_per_ip
+                bucket = self._rates[client_ip] = TokenBucket(
+                    limits.session_burst_per_ip, window, now
+                )
+            if not bucket.take(1, now):
+                self._refuse("session_rate_per_ip")
+
+    def _refuse(self, limit: str) -> NoReturn:
+        self.metrics.rejections.labels(f"limit:{limit}").inc()
+        log.info("session refused: limits.%s", limit)
+        raise PolicyViolation(f"limits.{limit} reached")
+
+    def _forget_idle_rates(self, now: float) -> None:
+        """Buckets that have refilled completely carry no information; keep memory bounded."""
+        for ip in [ip for ip, b in self._rates.items() if b.take(0, now) and b.full]:
+            del self._rates[ip]
 
     def create_bosh(
         self, create: CreateRequest, *, client_ip: str, secure: bool
@@ -170,6 +197,8 @@ class Registry:
             self.metrics.sessions_active.labels(actor.transport).dec()
         condition = ended.condition.value if ended.condition else "none"
         self.metrics.sessions_ended.labels(actor.transport, condition).inc()
+        if ended.limit:
+            self.metrics.rejections.labels(f"limit:{ended.limit}").inc()
         stats = ended.stats
         if stats:
             self.metrics.stanzas.labels(actor.transport, "up").inc(stats.get("stanzas_up", 0))

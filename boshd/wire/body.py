@@ -11,11 +11,10 @@ payload bytes are already self-contained XML, so a response costs one join.
 
 from __future__ import annotations
 
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from boshd.core.conditions import Condition
 from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
 from boshd.errors import BadRequest
 
@@ -128,12 +127,3 @@ def serialize(body: ResponseBody) -> bytes:
     else:
         parts.append(b"/>")
     return b"".join(parts)
-
-
-def see_other_uri_body(uri: str) -> ResponseBody:
-    """B-ERR-06: the new endpoint travels in a ``<uri/>`` child."""
-    return ResponseBody(
-        payload=(f"<uri>{escape(uri)}</uri>".encode(),),
-        type="terminate",
-        condition=Condition.SEE_OTHER_URI,
-    )

@@ -50,7 +50,9 @@ def _run(ops: list[tuple], hold: int, ack: bool) -> Harness:
         elif kind == "terminate":
             h.request(rid=last + 1 + op[1], type="terminate")
         elif kind == "data":
-            h.upstream(UpstreamStanzas(tuple(message(1000 + i) for i in range(op[1]))))
+            first = 1000 + 10 * counter
+            counter += 1  # every upstream stanza is unique, so duplicates are detectable
+            h.upstream(UpstreamStanzas(tuple(message(first + i) for i in range(op[1]))))
         elif kind == "advance":
             h.advance(op[1])
         elif kind == "upstream_end":

@@ -1,0 +1,70 @@
+"""Rate limits as token buckets, pure and clocked by ``now``.
+
+A bucket holding ``capacity`` tokens refills at ``capacity / window`` tokens per second; taking
+more than it holds is refused. That allows at most ``capacity`` units in any ``window``-long
+interval after an idle period, and sustains ``capacity / window`` units per second, which is
+what "at most N per T seconds" means for limits an operator writes down. O(1) per event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TokenBucket:
+    __slots__ = ("_level", "_stamp", "capacity", "rate")
+
+    def __init__(self, capacity: float, window: float, now: float) -> None:
+        self.capacity = capacity
+        self.rate = capacity / window if window > 0 else float("inf")
+        self._level = capacity
+        self._stamp = now
+
+    @property
+    def full(self) -> bool:
+        return self._level >= self.capacity
+
+    def take(self, amount: float, now: float) -> bool:
+        """Take ``amount`` tokens if available; False (and nothing taken) otherwise."""
+        if now > self._stamp:
+            self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+            self._stamp = now
+        if amount > self._level:
+            return False
+        self._level -= amount
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficLimits:
+    """Per-session traffic limits over ``window`` seconds; 0 disables a limit."""
+
+    window: float = 10.0
+    max_requests: int = 0  # client requests (BOSH) or messages (WebSocket)
+    max_bytes_in: int = 0  # client -> server payload bytes
+    max_bytes_out: int = 0  # server -> client payload bytes
+
+
+class TrafficMeter:
+    """Counts one session's traffic against :class:`TrafficLimits`."""
+
+    def __init__(self, limits: TrafficLimits, now: float) -> None:
+        self.limits = limits
+        w = limits.window
+        self._requests = TokenBucket(limits.max_requests, w, now) if limits.max_requests else None
+        self._in = TokenBucket(limits.max_bytes_in, w, now) if limits.max_bytes_in else None
+        self._out = TokenBucket(limits.max_bytes_out, w, now) if limits.max_bytes_out else None
+
+    def client(self, nbytes: int, now: float) -> str | None:
+        """Account one client request/message; returns what was exceeded, or None."""
+        if self._requests is not None and not self._requests.take(1, now):
+            return "requests"
+        if self._in is not None and nbytes and not self._in.take(nbytes, now):
+            return "bytes_in"
+        return None
+
+    def server(self, nbytes: int, now: float) -> str | None:
+        """Account data from the server for the client; returns what was exceeded, or None."""
+        if self._out is not None and nbytes and not self._out.take(nbytes, now):
+            return "bytes_out"
+        return None
