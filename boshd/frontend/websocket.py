@@ -105,6 +105,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         on_end=state.registry.ended,
         client_ip=ip,
         secure=request.secure,
+        backlog_limit=config.limits.max_queue_size,
     )
     socket = AiohttpSocket(ws)
     actor.socket = socket

@@ -86,6 +86,10 @@ class Upstream(Protocol):
 
     def abort(self) -> None: ...
 
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
 
 class ClientSocket(Protocol):
     """The WebSocket side of a session (see boshd.frontend.websocket)."""
@@ -112,6 +116,7 @@ class SessionActor:
         on_end: Callable[[SessionActor, SessionEnded], None],
         client_ip: str = "",
         secure: bool = False,
+        backlog_limit: int = 1 << 20,
     ) -> None:
         self.sid = sid
         self.core = core
@@ -137,6 +142,10 @@ class SessionActor:
         self._connect_task: asyncio.Task[None] | None = None
         self._close_tasks: set[asyncio.Task[None]] = set()
         self._ended: SessionEnded | None = None
+        # Flow control: upstream bytes waiting in the inbox (G-LIM-02).
+        self._backlog = 0
+        self._backlog_limit = backlog_limit
+        self._paused = False
         self.created_at = self._loop.time()
         self.task: asyncio.Task[None] | None = None
 
@@ -147,6 +156,13 @@ class SessionActor:
 
     def post(self, item: Any) -> None:
         """Queue an input for the session task (any thread-less caller on this loop)."""
+        if type(item) is UpstreamStanzas:
+            self._backlog += sum(len(s.data) for s in item.stanzas)
+            if self._backlog > self._backlog_limit and not self._paused and self.upstream:
+                # A slow client: stop reading from the server (TCP backpressure) rather
+                # than buffering without bound.
+                self._paused = True
+                self.upstream.pause_reading()
         self._inbox.append(item)
         waker = self._wakeup
         if waker is not None and not waker.done():
@@ -172,6 +188,12 @@ class SessionActor:
                 now = self._loop.time()
                 if self._inbox:
                     item = self._inbox.popleft()
+                    if type(item) is UpstreamStanzas:
+                        self._backlog -= sum(len(s.data) for s in item.stanzas)
+                        if self._paused and self._backlog <= self._backlog_limit // 2:
+                            self._paused = False
+                            if self.upstream is not None:
+                                self.upstream.resume_reading()
                     if isinstance(item, _UPSTREAM_EVENTS):
                         self.core.upstream(item, now)
                     elif isinstance(item, Shutdown):

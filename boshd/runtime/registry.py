@@ -130,6 +130,7 @@ class Registry:
             on_end=self.ended,
             client_ip=client_ip,
             secure=secure,
+            backlog_limit=self.config.limits.max_queue_size,
         )
         token, future = actor.new_token()
         assert token == FIRST_TOKEN

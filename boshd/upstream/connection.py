@@ -78,8 +78,7 @@ def stream_header(header: StreamHeader) -> bytes:
 def stream_error(condition: str) -> bytes:
     """A stream error of ours for the server (RFC 6120 §4.9)."""
     return (
-        f"<stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
-        "</stream:error>"
+        f"<stream:error><{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
     ).encode()
 
 
@@ -355,6 +354,14 @@ class UpstreamConnection(asyncio.Protocol):
                 await asyncio.shield(self._closed)
         except TimeoutError:
             self.abort()
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def abort(self) -> None:
         """Drop the TCP connection without a closing tag (A-24: keeps XEP-0198 resumable)."""
