@@ -272,6 +272,34 @@ class WebSocketConfig:
     )
 
 
+def _origins(value: Any) -> tuple[str, ...]:
+    items = _str_list(value)
+    for item in items:
+        if item != "*" and not re.match(r"^https?://[^/\s]+$", item):
+            raise _Invalid(f"each origin must be 'scheme://host[:port]' or '*', got {item!r}")
+    return tuple(i.lower() for i in items)
+
+
+@dataclass(frozen=True, slots=True)
+class CorsConfig:
+    allowed_origins: tuple[str, ...] = opt(
+        ("*",),
+        "Origins allowed to use BOSH from a browser and to open WebSockets ('*' = any).",
+        _origins,
+    )
+    allow_credentials: bool = opt(
+        False,
+        "Allow cookies/HTTP auth on BOSH requests (then origins are echoed, never '*').",
+        _bool,
+    )
+    extra_headers: tuple[str, ...] = opt(
+        (),
+        "Request headers browsers may send besides Content-Type (e.g. Authorization).",
+        _str_list,
+    )
+    max_age: float = opt(3600.0, "How long browsers may cache a preflight answer.", _duration)
+
+
 @dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_sessions: int = opt(10000, "Most concurrent sessions (both transports).", _int, ">0")
@@ -366,6 +394,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     bosh: BoshConfig = field(default_factory=BoshConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
+    cors: CorsConfig = field(default_factory=CorsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     source: str = ""
@@ -406,6 +435,7 @@ SECTIONS: dict[str, type[Any]] = {
     "log": LogConfig,
     "bosh": BoshConfig,
     "websocket": WebSocketConfig,
+    "cors": CorsConfig,
     "limits": LimitsConfig,
     "upstream": UpstreamConfig,
 }
@@ -490,6 +520,18 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
         )
     if not config.server.bosh_path and not config.server.websocket_path:
         problems.append("server.bosh_path: both endpoints are disabled")
+    if config.cors.allow_credentials and "*" in config.cors.allowed_origins:
+        problems.append(
+            "cors.allow_credentials: needs an explicit list in cors.allowed_origins, not '*' "
+            "(G-CORS-03)"
+        )
+    for key, uri in (
+        ("websocket.see_other_uri", config.websocket.see_other_uri),
+        ("limits.max_session_age_uri", config.limits.max_session_age_uri),
+    ):
+        if uri and not uri.startswith(("https://", "wss://")):
+            # W-SOU-02: clients refuse downgrades; never redirect to plain http:// or ws://.
+            problems.append(f"{key}: must be an https:// or wss:// URL, got {uri!r}")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         problems.append("server.tls_key_file: tls_cert_file and tls_key_file go together")
     for key in ("tls_cert_file", "tls_key_file"):

@@ -31,6 +31,8 @@ SECTION_TEXT = {
     "bosh": "BOSH session parameters (XEP-0124 §7.2, §10-§12): the limits a client's "
     "requested values are capped to.",
     "websocket": "XMPP over WebSocket (RFC 7395).",
+    "cors": "Cross-origin use from browsers (BOSH responses, preflight, WebSocket Origin "
+    "check). Health and metrics endpoints never get CORS headers.",
     "limits": "Resource limits; each rejection is counted in `boshd_rejections`.",
     "upstream": "Where sessions go: the XMPP servers and how to reach them.",
 }

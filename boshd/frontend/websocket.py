@@ -20,6 +20,7 @@ from boshd.core.conditions import StreamErrorCondition
 from boshd.core.events import WsLost, WsViolation
 from boshd.core.framing import WsSession
 from boshd.errors import ProtocolError
+from boshd.frontend.cors import origin_allowed
 from boshd.frontend.state import APP_STATE, client_ip
 from boshd.runtime.actor import SessionActor
 from boshd.runtime.registry import new_sid
@@ -69,6 +70,10 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
             text="This is an XMPP WebSocket endpoint (RFC 7395): offer the 'xmpp' "
             "subprotocol in Sec-WebSocket-Protocol.\n"
         )
+    if not origin_allowed(config.cors, request.headers.get("Origin")):
+        # W-HS-05, G-ORIG-01: cross-site WebSocket hijacking; refused before anything starts.
+        state.metrics.rejections.labels("ws:origin").inc()
+        raise web.HTTPForbidden(text="origin not allowed\n")
     ip = client_ip(request, config)
     try:
         state.registry.admit(ip)
