@@ -40,6 +40,7 @@ from boshd.core.events import (
     SendUpstream,
     SessionEnded,
     StreamHeader,
+    UpstreamBound,
     UpstreamClosed,
     UpstreamEvent,
     UpstreamFailed,
@@ -53,7 +54,7 @@ from boshd.core.events import (
     WsViolation,
 )
 from boshd.core.limits import TrafficLimits, TrafficMeter
-from boshd.core.stream import StreamPhase, XmppStream
+from boshd.core.stream import StreamPhase, XmppStream, subject_matches
 
 log = logging.getLogger("boshd.websocket")
 
@@ -94,8 +95,11 @@ class WsSession:
         traffic: TrafficLimits | None = None,
         max_age: float = 0.0,
         max_age_uri: str = "",
+        required_subject: str | None = None,
     ) -> None:
         self.sid = sid
+        self.required_subject = required_subject
+        self.jid: str | None = None
         self.created_at = now
         self.see_other_uri = see_other_uri
         self.default_domain = default_domain
@@ -104,6 +108,7 @@ class WsSession:
         self._actions: list[Action] = []
         self._open_deadline: float | None = now + OPEN_TIMEOUT
         self._opened_to_client = False  # an <open/> went out on this WebSocket
+        self._authoritative = True  # may we answer in the name of the requested domain?
         self._client_open: WsOpen | None = None
         self._before_open: list[bytes] = []
         self.stanzas_up = 0
@@ -197,6 +202,7 @@ class WsSession:
                 return
             if not item.to:
                 # W-OPEN-11, C-ERR-03: open (from our own name or empty), host-unknown, close.
+                self._authoritative = False
                 self._fail(StreamErrorCondition.HOST_UNKNOWN, "no 'to' in <open/>")
                 return
             header = StreamHeader(
@@ -240,6 +246,13 @@ class WsSession:
                     self.stanzas_up += len(self._before_open)
                     self._actions.append(SendUpstream(tuple(self._before_open)))
                     self._before_open.clear()
+            case UpstreamBound(jid):
+                self.jid = jid
+                if self.required_subject is not None and not subject_matches(
+                    self.required_subject, jid
+                ):
+                    self._limit_hit = "auth_jid_mismatch"
+                    self._fail(StreamErrorCondition.POLICY_VIOLATION, "JID does not match token")
             case UpstreamStanzas(stanzas):
                 exceeded = self._meter.server(sum(len(s.data) for s in stanzas), now)
                 if exceeded is not None:
@@ -265,10 +278,18 @@ class WsSession:
                 self._close_upstream(graceful=True)
                 self._finish(None, "upstream closed", code=1000)
             case UpstreamFailed(condition, reason):
-                # W-ERR-04/05: unreachable, TLS failure, or lost mid-session.
+                # W-ERR-04/05: unreachable, TLS failure, or lost mid-session. The detailed
+                # reason (addresses, certificate details) is logged, not told to the client.
                 self.stream.ended_by_server()
                 self._close_upstream(graceful=False)
-                self._error_and_close(STREAM_CONDITION_FOR[condition], reason, condition)
+                if condition is Condition.HOST_UNKNOWN:
+                    self._authoritative = False  # W-OPEN-11: not ours to name in 'from'
+                self._error_and_close(
+                    STREAM_CONDITION_FOR[condition],
+                    _PUBLIC_TEXT.get(condition, ""),
+                    condition,
+                    log_reason=reason,
+                )
 
     # ------------------------------------------------------------------ operator
 
@@ -287,7 +308,8 @@ class WsSession:
     def _send_open(self, server_from: str | None, server_lang: str | None) -> None:
         """W-OPEN-03..08: from, a fresh id, version, xml:lang; to only if the client sent from."""
         client = self._client_open
-        domain = server_from or (client.to if client else "") or self.default_domain
+        claimed = client.to if client is not None and self._authoritative else ""
+        domain = server_from or claimed or self.default_domain
         lang = (client.lang if client else None) or server_lang or "en"
         attrs = [
             f"xmlns='{FRAMING_NS}'",
@@ -313,12 +335,18 @@ class WsSession:
         self._error_and_close(condition, text, _BOSH_CONDITION.get(condition), code)
 
     def _error_and_close(
-        self, condition: StreamErrorCondition, text: str, ended: Condition | None, code: int = 1000
+        self,
+        condition: StreamErrorCondition,
+        text: str,
+        ended: Condition | None,
+        code: int = 1000,
+        log_reason: str = "",
     ) -> None:
         self._ensure_open_sent()
         self._send(stream_error_frame(condition, text))
         self._send(CLOSE_FRAME)
-        self._finish(ended or Condition.UNDEFINED_CONDITION, text or condition.value, code=code)
+        reason = log_reason or text or condition.value
+        self._finish(ended or Condition.UNDEFINED_CONDITION, reason, code=code)
 
     def _close_upstream(self, graceful: bool) -> None:
         if self.stream is not None:
@@ -346,6 +374,12 @@ class WsSession:
             "upstream": self.stream.phase.value if self.stream else StreamPhase.IDLE.value,
         }
 
+
+# What a client is told about upstream trouble; the details stay in the log.
+_PUBLIC_TEXT: dict[Condition, str] = {
+    Condition.REMOTE_CONNECTION_FAILED: "cannot reach the XMPP server",
+    Condition.HOST_UNKNOWN: "this XMPP domain is not served here",
+}
 
 _BOSH_CONDITION: dict[StreamErrorCondition, Condition] = {
     StreamErrorCondition.HOST_UNKNOWN: Condition.HOST_UNKNOWN,

@@ -4,8 +4,9 @@ The handler checks the handshake (the ``xmpp`` subprotocol is required, W-HS-01.
 starts a session actor around a :class:`~boshd.core.framing.WsSession`, and then only reads:
 each text message is parsed and posted to the actor; the actor writes frames and closes the
 socket. Pings are sent by aiohttp's heartbeat (W-PING-03); a client that stops answering is
-dropped like any lost connection (A-24). aiohttp answers client pings (W-PING-02), rejects
-unmasked frames (W-MSG-04), checks UTF-8 (W-MSG-03) and reassembles fragments (W-MSG-05).
+dropped like any lost connection (A-24). aiohttp answers client pings (W-PING-02), checks
+UTF-8 (W-MSG-03) and reassembles fragments (W-MSG-05); it does not require client frames to be
+masked, so :class:`~boshd.wire.wsmask.MaskCheck` watches the raw stream for that (W-MSG-04).
 """
 
 from __future__ import annotations
@@ -13,18 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
 
 from boshd.core.conditions import StreamErrorCondition
 from boshd.core.events import WsLost, WsViolation
 from boshd.core.framing import WsSession
 from boshd.errors import ProtocolError
+from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import origin_allowed
 from boshd.frontend.state import APP_STATE, client_ip
 from boshd.runtime.actor import SessionActor
 from boshd.runtime.registry import new_sid
 from boshd.wire.frames import read_message
+from boshd.wire.wsmask import MaskCheck
 
 log = logging.getLogger("boshd.websocket")
 SUBPROTOCOL = "xmpp"
@@ -49,6 +54,49 @@ class AiohttpSocket:
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError):
                 await self.ws.close(code=code)
+
+
+def _refusal(exc: AuthRefused) -> web.HTTPException:
+    if exc.status == 401:
+        return web.HTTPUnauthorized(text=f"{exc.reason}\n")
+    if exc.status == 403:
+        return web.HTTPForbidden(text=f"{exc.reason}\n")
+    return web.HTTPServiceUnavailable(text=f"{exc.reason}\n")
+
+
+class _MaskingReader:
+    """Sits in front of aiohttp's frame reader and fails the connection with 1002 on the
+    first unmasked client frame (RFC 6455 §5.1, W-MSG-04)."""
+
+    def __init__(self, inner: Any, transport: asyncio.Transport) -> None:
+        self._inner = inner
+        self._transport = transport
+        self._check = MaskCheck()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if not self._check.feed(data):
+            log.info("unmasked client frame: closing with 1002")
+            self._transport.write(b"\x88\x02\x03\xea")  # Close, code 1002 (protocol error)
+            self._transport.close()
+            return True, b""
+        result: tuple[bool, bytes] = self._inner.feed_data(data)
+        return result
+
+    def feed_eof(self) -> Any:
+        return self._inner.feed_eof()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _require_masking(request: web.Request, ws: web.WebSocketResponse) -> None:
+    protocol = request.protocol
+    inner = getattr(protocol, "_payload_parser", None)
+    transport = request.transport
+    if inner is None or transport is None:  # pragma: no cover - aiohttp internals changed
+        log.warning("cannot check WebSocket masking with this aiohttp version")
+        return
+    protocol._payload_parser = _MaskingReader(inner, transport)
 
 
 def offered_protocols(request: web.Request) -> list[str]:
@@ -76,6 +124,13 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text="origin not allowed\n")
     ip = client_ip(request, config)
     try:
+        identity = await state.auth.check(request)
+    except AuthRefused as exc:
+        # Issue 9: refused before the upgrade and before any upstream connection.
+        state.metrics.rejections.labels(f"auth:{exc.status}").inc()
+        raise _refusal(exc) from None
+    subject = identity.subject if identity else None
+    try:
         state.registry.admit(ip)
     except ProtocolError as exc:
         if state.registry.draining:
@@ -89,9 +144,22 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         autoping=True,
         compress=False,
     )
+    version = request.headers.get("Sec-WebSocket-Version")
+    if version is not None and version.strip() != "13":
+        # RFC 6455 §4.2.2 (W-HS-04): tell the client which version we speak.
+        raise web.HTTPUpgradeRequired(
+            headers={"Sec-WebSocket-Version": "13"}, text="WebSocket version 13 required\n"
+        )
+    if ws.can_prepare(request).protocol != SUBPROTOCOL:
+        # aiohttp reads only the first Sec-WebSocket-Protocol line; offer it the merged list.
+        headers = CIMultiDict(request.headers)
+        headers.popall("Sec-WebSocket-Protocol", None)
+        headers["Sec-WebSocket-Protocol"] = ", ".join(offered_protocols(request))
+        request = request.clone(headers=headers)
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="WebSocket upgrade required\n")
     await ws.prepare(request)
+    _require_masking(request, ws)
     loop = asyncio.get_running_loop()
     sid = new_sid()
     core = WsSession(
@@ -101,6 +169,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         traffic=config.traffic_limits(),
         max_age=config.limits.max_session_age,
         max_age_uri=config.limits.max_session_age_uri,
+        required_subject=state.registry.required_subject(subject),
     )
     actor = SessionActor(
         sid,
@@ -114,6 +183,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     )
     socket = AiohttpSocket(ws)
     actor.socket = socket
+    actor.subject = subject
     state.registry.register(actor)
     reason = "client went away"
     try:

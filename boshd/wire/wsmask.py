@@ -1,0 +1,56 @@
+"""RFC 6455 §5.1: a server must fail the connection when a client frame is not masked.
+
+aiohttp reads the mask bit but does not require it, so :class:`MaskCheck` follows the frame
+boundaries of the raw byte stream (headers only; payload bytes are skipped, not copied) and
+reports the first unmasked frame. Pure: bytes in, a verdict out.
+"""
+
+from __future__ import annotations
+
+
+class MaskCheck:
+    __slots__ = ("_header", "_skip", "violated")
+
+    def __init__(self) -> None:
+        self._header = bytearray()  # an incomplete frame header
+        self._skip = 0  # payload bytes of the current frame still to come
+        self.violated = False
+
+    def feed(self, data: bytes) -> bool:
+        """Account ``data``; False once an unmasked frame has been seen."""
+        pos, end = 0, len(data)
+        while pos < end and not self.violated:
+            if self._skip:  # inside a payload
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            need = self._header_length() or 2  # first the two fixed bytes, then the rest
+            take = min(need - len(self._header), end - pos)
+            self._header += data[pos : pos + take]
+            pos += take
+            full = self._header_length()
+            if full is None or len(self._header) < full:
+                continue
+            if not self._header[1] & 0x80:
+                self.violated = True
+                break
+            self._skip = self._payload_length()
+            self._header.clear()
+        return not self.violated
+
+    def _header_length(self) -> int | None:
+        if len(self._header) < 2:
+            return None
+        short = self._header[1] & 0x7F
+        ext = 2 if short == 126 else 8 if short == 127 else 0
+        mask = 4 if self._header[1] & 0x80 else 0
+        return 2 + ext + mask
+
+    def _payload_length(self) -> int:
+        short = self._header[1] & 0x7F
+        if short == 126:
+            return int.from_bytes(self._header[2:4], "big")
+        if short == 127:
+            return int.from_bytes(self._header[2:10], "big")
+        return short
