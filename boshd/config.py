@@ -301,6 +301,44 @@ class CorsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    mode: str = opt(
+        "off",
+        "Check a credential before a session opens: 'off', 'token' (HS256 JWT signed with "
+        "token_secret) or 'subrequest' (ask subrequest_url, like nginx auth_request).",
+        _one_of("off", "token", "subrequest"),
+    )
+    credential: str = opt(
+        "bearer",
+        "Where clients put it: 'bearer' (Authorization header), 'cookie' or 'query'.",
+        _one_of("bearer", "cookie", "query"),
+    )
+    cookie_name: str = opt(
+        "boshd_token", "Cookie holding the credential (credential = 'cookie').", _str
+    )
+    query_param: str = opt("token", "Query parameter holding it (credential = 'query').", _str)
+    token_secret: str = opt(
+        "", "Shared HS256 secret for mode = 'token' (prefer token_secret_file).", _str
+    )
+    token_secret_file: str = opt(
+        "", "File holding the shared secret (read at start and reload).", _str
+    )
+    token_audience: str = opt("", "If set, tokens must carry this 'aud'.", _str)
+    subrequest_url: str = opt("", "URL asked with the client's credential; 2xx allows.", _str)
+    subrequest_timeout: float = opt(2.0, "Time limit for the sub-request.", _duration, ">0")
+    subject_header: str = opt(
+        "X-Auth-Subject", "Response header of the sub-request naming the authenticated user.", _str
+    )
+    cache_ttl: float = opt(30.0, "How long a sub-request verdict is reused.", _duration)
+    cache_size: int = opt(10000, "Most verdicts kept.", _int, ">0")
+    require_jid_match: bool = opt(
+        False,
+        "End the session if the JID the client binds does not belong to the token's subject.",
+        _bool,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_sessions: int = opt(10000, "Most concurrent sessions (both transports).", _int, ">0")
     max_body_size: int = opt(256 * 1024, "Largest BOSH request body.", _size, ">0")
@@ -395,6 +433,7 @@ class Config:
     bosh: BoshConfig = field(default_factory=BoshConfig)
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     source: str = ""
@@ -436,6 +475,7 @@ SECTIONS: dict[str, type[Any]] = {
     "bosh": BoshConfig,
     "websocket": WebSocketConfig,
     "cors": CorsConfig,
+    "auth": AuthConfig,
     "limits": LimitsConfig,
     "upstream": UpstreamConfig,
 }
@@ -532,6 +572,18 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
         if uri and not uri.startswith(("https://", "wss://")):
             # W-SOU-02: clients refuse downgrades; never redirect to plain http:// or ws://.
             problems.append(f"{key}: must be an https:// or wss:// URL, got {uri!r}")
+    auth = config.auth
+    if auth.mode == "token" and not (auth.token_secret or auth.token_secret_file):
+        problems.append("auth.token_secret: mode 'token' needs token_secret or token_secret_file")
+    if auth.token_secret_file and not os.path.isfile(auth.token_secret_file):
+        problems.append(f"auth.token_secret_file: no such file {auth.token_secret_file!r}")
+    if auth.mode == "subrequest" and not auth.subrequest_url.startswith(("http://", "https://")):
+        problems.append(
+            "auth.subrequest_url: mode 'subrequest' needs an http(s) URL, "
+            f"got {auth.subrequest_url!r}"
+        )
+    if auth.require_jid_match and auth.mode == "off":
+        problems.append("auth.require_jid_match: needs auth.mode 'token' or 'subrequest'")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         problems.append("server.tls_key_file: tls_cert_file and tls_key_file go together")
     for key in ("tls_cert_file", "tls_key_file"):

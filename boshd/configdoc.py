@@ -33,6 +33,8 @@ SECTION_TEXT = {
     "websocket": "XMPP over WebSocket (RFC 7395).",
     "cors": "Cross-origin use from browsers (BOSH responses, preflight, WebSocket Origin "
     "check). Health and metrics endpoints never get CORS headers.",
+    "auth": "Authentication of the HTTP request before a session opens (off by default); "
+    "see docs/security.md.",
     "limits": "Resource limits; each rejection is counted in `boshd_rejections`.",
     "upstream": "Where sessions go: the XMPP servers and how to reach them.",
 }

@@ -33,6 +33,7 @@ from aiohttp import web
 from boshd.config import Config, load_config
 from boshd.errors import ConfigError
 from boshd.frontend.app import build_app
+from boshd.frontend.auth import Authenticator
 from boshd.frontend.state import APP_STATE
 from boshd.sdnotify import Notifier, listen_fds, watchdog_interval
 
@@ -128,6 +129,10 @@ class Daemon:
         if self.tls is not None and context is not None:
             # New handshakes use the new certificate; open connections keep theirs.
             self.tls.load_cert_chain(new.server.tls_cert_file, new.server.tls_key_file)
+        if new.auth != self.config.auth:
+            old_auth = self.state.auth
+            self.state.auth = Authenticator(new.auth)
+            asyncio.get_running_loop().create_task(old_auth.close())
         self.config = new
         self.state.config = new
         self.state.registry.reconfigure(new)

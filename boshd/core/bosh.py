@@ -60,6 +60,7 @@ from boshd.core.events import (
     SessionEnded,
     Stanza,
     StreamHeader,
+    UpstreamBound,
     UpstreamClosed,
     UpstreamEvent,
     UpstreamFailed,
@@ -69,7 +70,7 @@ from boshd.core.events import (
 )
 from boshd.core.limits import TrafficMeter
 from boshd.core.params import BoshLimits, SessionParams
-from boshd.core.stream import STREAMS_NS, StreamPhase, XmppStream, bounce
+from boshd.core.stream import STREAMS_NS, StreamPhase, XmppStream, bounce, subject_matches
 from boshd.errors import ItemNotFound, PolicyViolation, ProtocolError
 
 log = logging.getLogger("boshd.bosh")
@@ -117,8 +118,12 @@ class BoshSession:
         params: SessionParams,
         limits: BoshLimits,
         now: float,
+        *,
+        required_subject: str | None = None,
     ) -> None:
         self.sid = sid
+        self.required_subject = required_subject
+        self.jid: str | None = None
         self.params = params
         self.limits = limits
         self.created_at = now
@@ -439,6 +444,16 @@ class BoshSession:
                     self.stanzas_up += len(self._before_open)
                     self._actions.append(SendUpstream(self._before_open))
                     self._before_open = ()
+            case UpstreamBound(jid):
+                self.jid = jid
+                if self.required_subject is not None and not subject_matches(
+                    self.required_subject, jid
+                ):
+                    # Issue 9: a token for alice cannot be used to log in as bob.
+                    self._limit_hit = "auth_jid_mismatch"
+                    self._fail(now, Condition.POLICY_VIOLATION, f"bound {jid} is not the token's")
+            case UpstreamStanzas(stanzas) if self._terminal is not None:
+                pass  # ending on our own terms: nothing more is delivered
             case UpstreamStanzas(stanzas):
                 size = 0
                 for stanza in stanzas:

@@ -75,6 +75,13 @@ class UpstreamStanzas:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamBound:
+    """The server confirmed resource binding for ``jid`` (the bind IQ result follows)."""
+
+    jid: str
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamStreamError:
     """The server sent ``<stream:error/>``; ``error`` is the whole element."""
 
@@ -95,7 +102,12 @@ class UpstreamFailed:
 
 
 UpstreamEvent = (
-    UpstreamOpened | UpstreamStanzas | UpstreamStreamError | UpstreamClosed | UpstreamFailed
+    UpstreamOpened
+    | UpstreamStanzas
+    | UpstreamBound
+    | UpstreamStreamError
+    | UpstreamClosed
+    | UpstreamFailed
 )
 
 

@@ -131,6 +131,15 @@ class XmppStream:
         self._set_phase(StreamPhase.CLOSED)
 
 
+def subject_matches(subject: str, jid: str) -> bool:
+    """``alice`` matches ``alice@any/res``; ``alice@example.org`` matches that bare JID."""
+    bare = jid.split("/", 1)[0].lower()
+    subject = subject.lower()
+    if "@" in subject:
+        return bare == subject
+    return bare.split("@", 1)[0] == subject
+
+
 def bounce(stanza: Stanza) -> bytes | None:
     """The error to send back for a stanza that cannot reach the client (XEP-0206 §7).
 

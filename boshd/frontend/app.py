@@ -6,6 +6,7 @@ from aiohttp import web
 
 from boshd.config import Config
 from boshd.frontend import bosh, health, websocket
+from boshd.frontend.auth import Authenticator
 from boshd.frontend.cors import cors_middleware
 from boshd.frontend.state import APP_STATE, AppState
 from boshd.metrics import Metrics
@@ -26,6 +27,7 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
         registry=Registry(config, metrics),
         metrics=metrics,
         schema=BodySchema.load(),
+        auth=Authenticator(config.auth),
     )
     app[APP_STATE] = state
     if config.server.bosh_path:
@@ -42,7 +44,12 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
         if path:
             app.router.add_get(path, handler)
     app.on_shutdown.append(_drain)
+    app.on_cleanup.append(_close_auth)
     return app
+
+
+async def _close_auth(app: web.Application) -> None:
+    await app[APP_STATE].auth.close()
 
 
 async def _drain(app: web.Application) -> None:

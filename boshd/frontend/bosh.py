@@ -19,6 +19,7 @@ from boshd.core.conditions import Condition
 from boshd.core.events import BoshRejected, ResponseBody
 from boshd.core.params import DEFAULT_CONTENT_TYPE
 from boshd.errors import BadRequest, PolicyViolation, ProtocolError
+from boshd.frontend.auth import AuthRefused
 from boshd.frontend.state import APP_STATE, AppState, client_ip
 from boshd.runtime.actor import SessionActor
 from boshd.wire import body as wire
@@ -117,10 +118,22 @@ async def _create(
     state: AppState, root: etree._Element, request: web.Request
 ) -> web.StreamResponse:
     legacy = root.get("ver") is None
+    ip = client_ip(request, state.config)
+    try:
+        identity = await state.auth.check(request)
+    except AuthRefused as exc:
+        # Issue 9: refused before any upstream connection; non-legacy clients get the BOSH
+        # condition, legacy ones the HTTP status.
+        log.info("session refused for %s: %s", ip, exc.reason)
+        state.metrics.rejections.labels(f"auth:{exc.status}").inc()
+        return _reply(_terminate(Condition.POLICY_VIOLATION), exc.status if legacy else 200)
     try:
         create = wire.read_create(root, 0)
         actor, future = state.registry.create_bosh(
-            create, client_ip=client_ip(request, state.config), secure=request.secure
+            create,
+            client_ip=ip,
+            secure=request.secure,
+            subject=identity.subject if identity else None,
         )
     except ProtocolError as exc:
         log.info("session refused: %s (%s)", exc.reason, exc.condition)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from boshd.config import Config
+from boshd.frontend.auth import Authenticator
 from boshd.metrics import Metrics
 from boshd.runtime.registry import Registry
 from boshd.wire.schema import BodySchema
@@ -19,6 +20,7 @@ class AppState:
     registry: Registry
     metrics: Metrics
     schema: BodySchema
+    auth: Authenticator
 
 
 APP_STATE: web.AppKey[AppState] = web.AppKey("boshd_state", AppState)

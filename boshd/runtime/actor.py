@@ -37,6 +37,7 @@ from boshd.core.events import (
     SendUpstream,
     SessionEnded,
     Shutdown,
+    UpstreamBound,
     UpstreamClosed,
     UpstreamFailed,
     UpstreamOpened,
@@ -50,7 +51,9 @@ log = logging.getLogger("boshd.session")
 _UPSTREAM_EVENTS = (
     UpstreamOpened,
     UpstreamStanzas,
+    UpstreamBound,
     UpstreamStreamError,
+    UpstreamBound,
     UpstreamClosed,
     UpstreamFailed,
 )
@@ -126,6 +129,7 @@ class SessionActor:
         self.upstream: Upstream | None = None
         self.upstream_label = ""
         self.legacy = False
+        self.subject: str | None = None  # who [auth] says this is
         self.content_type = "text/xml; charset=utf-8"
         self.socket: ClientSocket | None = None
         self._frames: list[bytes] = []

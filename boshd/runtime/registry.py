@@ -94,7 +94,12 @@ class Registry:
             del self._rates[ip]
 
     def create_bosh(
-        self, create: CreateRequest, *, client_ip: str, secure: bool
+        self,
+        create: CreateRequest,
+        *,
+        client_ip: str,
+        secure: bool,
+        subject: str | None = None,
     ) -> tuple[SessionActor, asyncio.Future[tuple[ResponseBody, int]]]:
         """Negotiate and start a BOSH session; the future carries the creation response.
 
@@ -121,7 +126,14 @@ class Registry:
         while sid in self.sessions:  # pragma: no cover - 192 random bits
             sid = new_sid()
         loop = asyncio.get_running_loop()
-        core = BoshSession(sid, replace(create, token=FIRST_TOKEN), params, limits, loop.time())
+        core = BoshSession(
+            sid,
+            replace(create, token=FIRST_TOKEN),
+            params,
+            limits,
+            loop.time(),
+            required_subject=self.required_subject(subject),
+        )
         actor = SessionActor(
             sid,
             core,
@@ -132,6 +144,7 @@ class Registry:
             secure=secure,
             backlog_limit=self.config.limits.max_queue_size,
         )
+        actor.subject = subject
         token, future = actor.new_token()
         assert token == FIRST_TOKEN
         actor.legacy = params.legacy
@@ -146,11 +159,16 @@ class Registry:
         self.metrics.sessions_created.labels(actor.transport).inc()
         self.metrics.sessions_active.labels(actor.transport).inc()
         log.info(
-            "[%s] session start transport=%s client=%s",
+            "[%s] session start transport=%s client=%s subject=%s",
             actor.sid,
             actor.transport,
             actor.client_ip,
+            actor.subject or "-",
         )
+
+    def required_subject(self, subject: str | None) -> str | None:
+        """The subject the bound JID must match, if [auth] asks for that."""
+        return subject if self.config.auth.require_jid_match else None
 
     def register(self, actor: SessionActor) -> None:
         """Add a session created elsewhere (WebSocket) and start its task."""

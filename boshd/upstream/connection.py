@@ -31,6 +31,7 @@ from boshd.core.conditions import Condition
 from boshd.core.events import (
     Stanza,
     StreamHeader,
+    UpstreamBound,
     UpstreamClosed,
     UpstreamEvent,
     UpstreamFailed,
@@ -55,6 +56,7 @@ STREAMS_NS = "http://etherx.jabber.org/streams"
 TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 COMPRESS_FEATURE_NS = "http://jabber.org/features/compress"
+BIND_JID = "{urn:ietf:params:xml:ns:xmpp-bind}bind/{urn:ietf:params:xml:ns:xmpp-bind}jid"
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"
 CLOSE_TAG = b"</stream:stream>"
 CLOSE_TIMEOUT = 5.0  # B-TERM-04: how long to wait for the server's closing tag
@@ -103,6 +105,14 @@ def filter_features(stanza: Stanza) -> Stanza:
     return Stanza(etree.tostring(root), stanza.name, stanza.ns)
 
 
+def _bound_jid(stanza: Stanza) -> str | None:
+    """The JID in a resource binding result (RFC 6120 §7.6.1), if this is one."""
+    if b"xmpp-bind" not in stanza.data:
+        return None
+    jid = etree.fromstring(stanza.data).findtext(BIND_JID)
+    return jid.strip() if jid else None
+
+
 def _is_features(stanza: Stanza) -> bool:
     return stanza.name == "features" and stanza.ns == STREAMS_NS
 
@@ -126,6 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._server_end: asyncio.Future[None] = loop.create_future()  # closing tag or error seen
         self._closing = False
         self.target: Target | None = None
+        self.bound_jid: str | None = None
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -192,6 +203,15 @@ class UpstreamConnection(asyncio.Protocol):
         for event in events:
             match event:
                 case ElementReady(stanza):
+                    if self.bound_jid is None and stanza.name == "iq" and stanza.type == "result":
+                        jid = _bound_jid(stanza)
+                        if jid is not None:
+                            # Announce the binding before the result itself is relayed.
+                            if batch:
+                                self._sink(UpstreamStanzas(tuple(batch)))
+                                batch = []
+                            self.bound_jid = jid
+                            self._sink(UpstreamBound(jid))
                     batch.append(filter_features(stanza) if _is_features(stanza) else stanza)
                     continue
                 case _ if batch:

@@ -1,0 +1,149 @@
+"""Authentication of the HTTP request before any session exists (``[auth]``, off by default).
+
+A BOSH creation request or a WebSocket upgrade must carry a credential the operator's web
+application issued, in the ``Authorization: Bearer`` header, a cookie or a query parameter.
+It is checked in one of two ways:
+
+* ``token``: an HS256 JSON Web Token signed with the shared ``auth.token_secret``; it must
+  carry ``sub`` (the user) and ``exp``, and ``aud`` if configured. No network call.
+* ``subrequest``: boshd asks ``auth.subrequest_url`` (GET, with the client's Authorization,
+  Cookie and the original URI), like nginx ``auth_request``: 2xx allows, and the
+  ``auth.subject_header`` response header names the user. Verdicts are cached for
+  ``auth.cache_ttl``; a timeout or an unreachable URL refuses (fail closed).
+
+A refusal happens before any upstream connection (issue 9). The subject is logged with the
+session and, with ``auth.require_jid_match``, must match the JID the client binds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from boshd.config import AuthConfig
+
+log = logging.getLogger("boshd.auth")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    subject: str
+
+
+class AuthRefused(Exception):
+    """The request may not open a session; ``status`` is 401 (no or bad credential), 403
+    (refused by the application) or 503 (the application could not be asked)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Authenticator:
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+        self._secret = config.token_secret
+        if config.token_secret_file:
+            self._secret = Path(config.token_secret_file).read_text().strip()
+        self._cache: OrderedDict[str, tuple[float, Identity | AuthRefused]] = OrderedDict()
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.mode != "off"
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def credential(self, request: web.Request) -> str | None:
+        c = self.config
+        if c.credential == "bearer":
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer":
+                return None
+            return value.strip() or None
+        if c.credential == "cookie":
+            return request.cookies.get(c.cookie_name) or None
+        return request.query.get(c.query_param) or None
+
+    async def check(self, request: web.Request) -> Identity | None:
+        """None when authentication is off; an Identity, or AuthRefused."""
+        if not self.enabled:
+            return None
+        credential = self.credential(request)
+        if credential is None:
+            raise AuthRefused(401, f"no credential ({self.config.credential})")
+        if self.config.mode == "token":
+            return self._verify_token(credential)
+        return await self._ask(credential, request)
+
+    def _verify_token(self, token: str) -> Identity:
+        options = {"require": ["exp", "sub"]}
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],  # never 'none', never an asymmetric confusion
+                audience=self.config.token_audience or None,
+                options=options,  # type: ignore[arg-type]
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthRefused(401, "token expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthRefused(401, f"invalid token: {exc}") from None
+        return Identity(str(claims["sub"]))
+
+    async def _ask(self, credential: str, request: web.Request) -> Identity:
+        key = hashlib.sha256(credential.encode()).hexdigest()  # never keep the secret itself
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            self._cache.move_to_end(key)
+            verdict = cached[1]
+            if isinstance(verdict, AuthRefused):
+                raise verdict
+            return verdict
+        verdict = await self._subrequest(request)
+        if not (isinstance(verdict, AuthRefused) and verdict.status == 503):
+            self._cache[key] = (now + self.config.cache_ttl, verdict)  # errors are not cached
+            while len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+        if isinstance(verdict, AuthRefused):
+            raise verdict
+        return verdict
+
+    async def _subrequest(self, request: web.Request) -> Identity | AuthRefused:
+        c = self.config
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=c.subrequest_timeout)
+            )
+        headers = {"X-Original-URI": str(request.rel_url), "X-Original-Method": request.method}
+        for name in ("Authorization", "Cookie"):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        try:
+            async with self._http.get(
+                c.subrequest_url, headers=headers, allow_redirects=False
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    subject = resp.headers.get(c.subject_header, "").strip()
+                    return Identity(subject or "-")
+                status = 403 if resp.status == 403 else 401
+                return AuthRefused(status, f"refused by {c.subrequest_url} ({resp.status})")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning(
+                "auth sub-request to %s failed: %s", c.subrequest_url, exc or type(exc).__name__
+            )
+            return AuthRefused(503, "authentication service unavailable")
