@@ -153,10 +153,12 @@ class Daemon:
             interval = watchdog_interval()
             watchdog = asyncio.create_task(self._keepalive(interval))
             await (shutdown_trigger if shutdown_trigger is not None else self._signals())
-            log.info("draining sessions (up to %gs)", self.config.server.graceful_timeout)
+            timeout = self.config.server.graceful_timeout
+            log.info("draining %s (up to %gs)", self.status_line(), timeout)
             self.notifier.stopping()
-            # Stop accepting sessions first: readiness fails, creations get system-shutdown.
-            self.state.registry.draining = True
+            # Still listening: readiness fails and creations get system-shutdown, while live
+            # clients come back for their terminate(system-shutdown) (B-ERR-07, G-SHUT-01).
+            await self.state.registry.drain(timeout)
         finally:
             if watchdog is not None:
                 watchdog.cancel()

@@ -27,6 +27,7 @@ DOMAIN = "example.com"
 
 def test_config(port: int, **sections: dict[str, Any]) -> Config:
     raw: dict[str, Any] = {
+        "server": {"graceful_timeout": 1},  # app teardown drains live sessions this long
         "bosh": {"max_wait": 4, "default_wait": 4, "inactivity": 3, "polling": 2, "maxpause": 10},
         "websocket": {"ping_interval": 0},
         "upstream": {
