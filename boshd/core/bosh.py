@@ -436,6 +436,10 @@ class BoshSession:
     def upstream(self, event: UpstreamEvent, now: float) -> None:
         if self._state is BoshState.CLOSED:
             return
+        if self._terminal is not None and isinstance(
+            event, UpstreamStreamError | UpstreamClosed | UpstreamFailed
+        ):
+            return  # already ending: the first reason stands (a stream error, then its close)
         match event:
             case UpstreamOpened(info):
                 first = self.stream.opened(info)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from boshd.config import Config
-from boshd.frontend import bosh, health, websocket
+from boshd.frontend import bosh, discovery, health, prebind, websocket
 from boshd.frontend.auth import Authenticator
 from boshd.frontend.cors import cors_middleware
 from boshd.frontend.state import APP_STATE, AppState
 from boshd.metrics import Metrics
 from boshd.runtime.registry import Registry
-from boshd.wire.schema import BodySchema
+from boshd.wire.schema import default_body_schema
 
 
 def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Application:
@@ -26,7 +26,7 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
         config=config,
         registry=Registry(config, metrics),
         metrics=metrics,
-        schema=BodySchema.load(),
+        schema=default_body_schema(),
         auth=Authenticator(config.auth),
     )
     app[APP_STATE] = state
@@ -43,6 +43,10 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
     ):
         if path:
             app.router.add_get(path, handler)
+    app.router.add_get("/.well-known/host-meta", discovery.host_meta)
+    app.router.add_get("/.well-known/host-meta.json", discovery.host_meta_json)
+    if config.prebind.path:
+        app.router.add_post(config.prebind.path, prebind.handle_prebind)
     app.on_shutdown.append(_drain)
     app.on_cleanup.append(_close_auth)
     return app

@@ -48,16 +48,23 @@ def _terminate(condition: Condition) -> ResponseBody:
     return ResponseBody(type="terminate", condition=condition)
 
 
+class BodyTooLarge(XmlTooLarge):
+    """Over ``limits.max_body_size``; ``head`` keeps the first bytes to find the sid."""
+
+    def __init__(self, reason: str, head: bytes) -> None:
+        super().__init__(reason)
+        self.head = head
+
+
 async def _read(request: web.Request, limit: int) -> bytes:
     """The request body, refusing anything above ``limit`` without buffering it (G-LIM-01)."""
-    if request.content_length is not None and request.content_length > limit:
-        raise XmlTooLarge(f"body of {request.content_length} bytes exceeds {limit}")
-    chunks = []
+    chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():  # also de-chunks requests (B-HTTP-06)
         size += len(chunk)
-        if size > limit:
-            raise XmlTooLarge(f"body exceeds {limit} bytes")
+        if size > limit or (request.content_length or 0) > limit:
+            head = (b"".join(chunks) + chunk)[:4096]
+            raise BodyTooLarge(f"body exceeds {limit} bytes", head)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -68,9 +75,9 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     state.metrics.requests.labels("received").inc()
     try:
         data = await _read(request, config.limits.max_body_size)
-    except XmlTooLarge as exc:
+    except BodyTooLarge as exc:
         state.metrics.rejections.labels("limit:max_body_size").inc()
-        return await _reject_unparsed(state, b"", PolicyViolation(exc.reason), request)
+        return await _reject_unparsed(state, exc.head, PolicyViolation(exc.reason), request)
     state.metrics.bytes_in.labels("bosh").inc(len(data))
     try:
         root = parse_body(data, max_bytes=config.limits.max_body_size)
@@ -97,6 +104,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         if request.transport is not None:
             request.transport.close()
         raise web.HTTPBadRequest()
+    actor.client_activity(nbytes_in=len(data))
     token, future = actor.new_token()
     try:
         item = wire.read_request(root, token)
@@ -110,7 +118,9 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
 
 def _answer(state: AppState, actor: SessionActor, body: ResponseBody, status: int) -> web.Response:
     response = _reply(body, status, actor.content_type)
-    state.metrics.bytes_out.labels("bosh").inc(len(response.body))  # type: ignore[arg-type]
+    size = len(response.body)  # type: ignore[arg-type]
+    state.metrics.bytes_out.labels("bosh").inc(size)
+    actor.client_activity(nbytes_out=size)
     return response
 
 

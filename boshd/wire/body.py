@@ -23,6 +23,7 @@ XBOSH_NS = "urn:xmpp:xbosh"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 JABBER_CLIENT = "jabber:client"
 STREAMS_NS = "http://etherx.jabber.org/streams"
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
 
 _XBOSH_RESTART = f"{{{XBOSH_NS}}}restart"
 _XBOSH_VERSION = f"{{{XBOSH_NS}}}version"
@@ -55,6 +56,9 @@ def payload_of(root: etree._Element) -> tuple[bytes, ...]:
             data = data[:end].replace(_BOSH_DEFAULT_DECL, _CLIENT_DEFAULT_DECL, 1) + data[end:]
         elif qname.namespace == JABBER_CLIENT and child.prefix is not None:
             raise BadRequest(f"prefixed jabber:client element <{child.prefix}:{qname.localname}>")
+        elif qname.namespace == TLS_NS:
+            # X-WRAP-06, A-22: TLS belongs to HTTP; a relayed <starttls/> would wedge the stream.
+            raise BadRequest("STARTTLS cannot be used over BOSH")
         out.append(data)
     return tuple(out)
 

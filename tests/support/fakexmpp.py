@@ -100,6 +100,15 @@ class FakeConnection(asyncio.Protocol):
         self._changed.set()
 
     def _feed(self, data: bytes) -> None:
+        # A restart (RFC 6120 §4.3.3) sends a new header inside the open stream (depth 1, no
+        # closing tag): what precedes it belongs to the old document, the rest starts a new one.
+        if self._depth == 1:
+            starts = [i for i in (data.find(b"<?xml"), data.find(b"<stream:stream")) if i >= 0]
+            if starts:
+                self._feed_parser(data[: min(starts)])
+                if self._depth == 1:
+                    self._depth = 0
+                    data = data[min(starts) :]
         # A new document (restart) starts with an XML declaration or a stream header.
         if self._depth == 0 and (data.lstrip().startswith(b"<?xml") or b"<stream:stream" in data):
             self._parser = self._new_parser()
