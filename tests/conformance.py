@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REQUIREMENTS = ROOT.parent / "shared" / "spec" / "requirements.md"
 NOTES = ROOT / "docs" / "conformance-notes.toml"
 
-_REQ_LINE = re.compile(r"^\*\*(?P<id>[A-Z]+(?:-[A-Z]+)?-\d+)\*\* · (?P<ref>[^·]+)· (?P<level>[^·]+)· (?P<text>.*)$")
-_ID = re.compile(r"\b([A-Z]-(?:[A-Z]+-)?)(\d{2})((?:(?:\.\.|/|–|-)\d{2})*)")
+_REQ_LINE = re.compile(
+    r"^\*\*(?P<id>[A-Z]+(?:-[A-Z]+)?-\d+)\*\* · (?P<ref>[^·]+)· (?P<level>[^·]+)· (?P<text>.*)$"
+)
+_ID = re.compile(r"\b([A-Z]-(?:[A-Z]+-)?)(\d{2})((?:(?:\.\.|/|-)\d{2})*)")
 SECTIONS = [
     ("B-", "A. XEP-0124 BOSH"),
     ("X-", "B. XEP-0206 XMPP over BOSH"),
@@ -62,7 +64,7 @@ def expand_ids(text: str) -> set[str]:
     found: set[str] = set()
     for prefix, first, rest in _ID.findall(text):
         numbers = [int(first)]
-        for sep, num in re.findall(r"(\.\.|/|–|-)(\d{2})", rest):
+        for sep, num in re.findall(r"(\.\.|/|-)(\d{2})", rest):
             n = int(num)
             if sep == "/":
                 numbers.append(n)
@@ -73,7 +75,7 @@ def expand_ids(text: str) -> set[str]:
     return found
 
 
-def test_index(root: Path = ROOT) -> dict[str, list[str]]:
+def index_tests(root: Path = ROOT) -> dict[str, list[str]]:
     """requirement ID -> ['tests/x/test_y.py::test_name', ...]"""
     index: dict[str, list[str]] = defaultdict(list)
     for path in sorted((root / "tests").rglob("test_*.py")):
@@ -96,7 +98,7 @@ def read_notes(path: Path = NOTES) -> dict[str, dict[str, str]]:
 
 
 def render(requirements: list[Requirement]) -> str:
-    index = test_index()
+    index = index_tests()
     notes = read_notes()
     lines = [
         "# Conformance",
@@ -115,8 +117,12 @@ def render(requirements: list[Requirement]) -> str:
         rows = [r for r in requirements if r.id.startswith(prefix)]
         if not rows:
             continue
-        body += [f"## {title}", "", "| ID | level | requirement | status | tests / notes |",
-                 "| --- | --- | --- | --- | --- |"]
+        body += [
+            f"## {title}",
+            "",
+            "| ID | level | requirement | status | tests / notes |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for r in rows:
             tests = index.get(r.id, [])
             note = notes.get(r.id, {})
