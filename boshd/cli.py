@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    from boshd import admincli
+
+    admincli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "version":
         print(f"boshd {__version__}")
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EX_CONFIG
+    if args.command == "sessions":
+        return admincli.run(config, args)
     if args.command == "check-config":
         print(f"{config.source}: OK")
         return 0

@@ -339,6 +339,40 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    bosh_url: str = opt(
+        "", "Public BOSH URL announced in /.well-known/host-meta ('' = not announced).", _str
+    )
+    websocket_url: str = opt("", "Public WebSocket URL announced in host-meta.", _str)
+    allow_insecure: bool = opt(
+        False,
+        "Development only: allow http:// and ws:// URLs and serve host-meta over plain HTTP.",
+        _bool,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PrebindConfig:
+    path: str = opt(
+        "",
+        "Prebind endpoint for the application server, e.g. '/prebind' ('' = off).",
+        _path_or_empty,
+    )
+    secret: str = opt("", "Shared secret the application server sends as a Bearer token.", _str)
+    secret_file: str = opt("", "File holding that secret.", _str)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    listen: tuple[str, ...] = opt(
+        (), "Admin API listeners: loopback 'host:port' or 'unix:/path' ('' = off).", _listen
+    )
+    token: str = opt("", "Bearer token the admin API requires.", _str)
+    token_file: str = opt("", "File holding that token.", _str)
+    allow_remote: bool = opt(False, "Allow admin listeners on non-loopback addresses.", _bool)
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsConfig:
     max_sessions: int = opt(10000, "Most concurrent sessions (both transports).", _int, ">0")
     max_body_size: int = opt(256 * 1024, "Largest BOSH request body.", _size, ">0")
@@ -434,6 +468,9 @@ class Config:
     websocket: WebSocketConfig = field(default_factory=WebSocketConfig)
     cors: CorsConfig = field(default_factory=CorsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    prebind: PrebindConfig = field(default_factory=PrebindConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     source: str = ""
@@ -476,6 +513,9 @@ SECTIONS: dict[str, type[Any]] = {
     "websocket": WebSocketConfig,
     "cors": CorsConfig,
     "auth": AuthConfig,
+    "discovery": DiscoveryConfig,
+    "prebind": PrebindConfig,
+    "admin": AdminConfig,
     "limits": LimitsConfig,
     "upstream": UpstreamConfig,
 }
@@ -572,6 +612,33 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
         if uri and not uri.startswith(("https://", "wss://")):
             # W-SOU-02: clients refuse downgrades; never redirect to plain http:// or ws://.
             problems.append(f"{key}: must be an https:// or wss:// URL, got {uri!r}")
+    d = config.discovery
+    for key, url, schemes in (
+        ("bosh_url", d.bosh_url, ("https://",)),
+        ("websocket_url", d.websocket_url, ("wss://",)),
+    ):
+        insecure = ("http://",) if key == "bosh_url" else ("ws://",)
+        if url and not url.startswith(schemes + (insecure if d.allow_insecure else ())):
+            # D-02, A-26: only TLS URLs may be published (unless explicitly developing).
+            problems.append(f"discovery.{key}: must start with {schemes[0]}, got {url!r}")
+    p = config.prebind
+    if p.path and not (p.secret or p.secret_file):
+        problems.append("prebind.secret: the prebind endpoint needs secret or secret_file")
+    for key, path in (
+        ("prebind.secret_file", p.secret_file),
+        ("admin.token_file", config.admin.token_file),
+    ):
+        if path and not os.path.isfile(path):
+            problems.append(f"{key}: no such file {path!r}")
+    a = config.admin
+    if a.listen and not (a.token or a.token_file):
+        problems.append("admin.token: the admin API needs token or token_file")
+    for item in a.listen:
+        host = item.rpartition(":")[0].strip("[]")
+        if not item.startswith("unix:") and not a.allow_remote and not _is_loopback(host):
+            problems.append(
+                f"admin.listen: {item!r} is not loopback; set admin.allow_remote to allow it"
+            )
     auth = config.auth
     if auth.mode == "token" and not (auth.token_secret or auth.token_secret_file):
         problems.append("auth.token_secret: mode 'token' needs token_secret or token_secret_file")

@@ -35,6 +35,10 @@ SECTION_TEXT = {
     "check). Health and metrics endpoints never get CORS headers.",
     "auth": "Authentication of the HTTP request before a session opens (off by default); "
     "see docs/security.md.",
+    "discovery": "XEP-0156 host-meta: the endpoints web clients can discover for the domains "
+    "in upstream.domains (the Host header picks the domain).",
+    "prebind": "Session prebinding for an application server (see docs/api.md).",
+    "admin": "The admin API on its own listener (see docs/api.md); off unless listen is set.",
     "limits": "Resource limits; each rejection is counted in `boshd_rejections`.",
     "upstream": "Where sessions go: the XMPP servers and how to reach them.",
 }

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from boshd.config import Config, load_config
 from boshd.errors import ConfigError
+from boshd.frontend.admin import build_admin_app
 from boshd.frontend.app import build_app
 from boshd.frontend.auth import Authenticator
 from boshd.frontend.state import APP_STATE
@@ -50,37 +51,38 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 
 
 async def start_sites(
-    runner: web.AppRunner, config: Config, context: ssl.SSLContext | None
+    runner: web.AppRunner,
+    listen: tuple[str, ...],
+    context: ssl.SSLContext | None,
+    *,
+    inherit: bool = True,
 ) -> list[web.BaseSite]:
+    """Start one site per listener; sockets from systemd socket activation win if present."""
     sites: list[web.BaseSite] = []
-    inherited = listen_fds()
-    if inherited:
-        for fd in inherited:
-            sock = socket.socket(fileno=fd)
-            site: web.BaseSite = web.SockSite(runner, sock, ssl_context=context)
-            await site.start()
-            sites.append(site)
-            log.info("listening on inherited socket %s", sock.getsockname() or f"fd {fd}")
+    for fd in listen_fds() if inherit else []:
+        sock = socket.socket(fileno=fd)
+        site: web.BaseSite = web.SockSite(runner, sock, ssl_context=context)
+        await site.start()
+        sites.append(site)
+        log.info("listening on inherited socket %s", sock.getsockname() or f"fd {fd}")
+    if sites:
         return sites
-    for listen in config.server.listen:
-        if listen.startswith("unix:"):
-            path = listen[len("unix:") :]
+    for item in listen:
+        if item.startswith("unix:"):
+            path = item[len("unix:") :]
             with contextlib.suppress(FileNotFoundError):
                 if stat.S_ISSOCK(os.stat(path).st_mode):
                     os.unlink(path)  # a stale socket from an earlier run
             site = web.UnixSite(runner, path)
         else:
-            host, _, port = listen.rpartition(":")
+            host, _, port = item.rpartition(":")
             site = web.TCPSite(
                 runner, host.strip("[]"), int(port), backlog=1024, ssl_context=context
             )
         await site.start()
         sites.append(site)
-        log.info(
-            "listening on %s%s",
-            listen,
-            " (TLS)" if context and not listen.startswith("unix:") else "",
-        )
+        tls = " (TLS)" if context and not item.startswith("unix:") else ""
+        log.info("listening on %s%s", item, tls)
     return sites
 
 
@@ -99,6 +101,10 @@ class Daemon:
             access_log=None,
             shutdown_timeout=config.server.graceful_timeout,
         )
+        self.admin_runner: web.AppRunner | None = None
+        if config.admin.listen:
+            admin = build_admin_app(self.app)
+            self.admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None)
 
     def status_line(self) -> str:
         sessions = len(self.state.registry)
@@ -145,7 +151,10 @@ class Daemon:
         await self.runner.setup()
         watchdog: asyncio.Task[None] | None = None
         try:
-            await start_sites(self.runner, self.config, self.tls)
+            await start_sites(self.runner, self.config.server.listen, self.tls)
+            if self.admin_runner is not None:
+                await self.admin_runner.setup()
+                await start_sites(self.admin_runner, self.config.admin.listen, None, inherit=False)
             log.info(
                 "boshd ready (pid %d, config %s)", os.getpid(), self.config.source or "built-in"
             )
@@ -162,6 +171,8 @@ class Daemon:
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if self.admin_runner is not None:
+                await self.admin_runner.cleanup()
             await self.runner.cleanup()  # on_shutdown drains live sessions
             self.notifier.close()
             log.info("boshd stopped")

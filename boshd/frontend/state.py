@@ -43,6 +43,16 @@ def client_ip(request: web.Request, config: Config) -> str:
     return peer
 
 
+def is_secure(request: web.Request, config: Config) -> bool:
+    """Did the client use TLS? Directly, or (from a trusted proxy) per X-Forwarded-Proto."""
+    if request.secure:
+        return True
+    peer = request.remote or ""
+    if config.server.trusted_proxies and _trusted(peer, config.server.trusted_proxies):
+        return request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    return False
+
+
 def _trusted(address: str, networks: tuple[str, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)

@@ -39,14 +39,16 @@ SESSION_END_WAIT = 10.0  # how long the handler waits for its session to wind do
 class AiohttpSocket:
     """Adapter the actor writes through (boshd.runtime.actor.ClientSocket)."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, actor: SessionActor) -> None:
         self.ws = ws
+        self.actor = actor
         self.bytes_out = 0
 
     async def send_frame(self, data: bytes) -> None:
         if self.ws.closed:
             return
         self.bytes_out += len(data)
+        self.actor.client_activity(nbytes_out=len(data))
         with contextlib.suppress(ConnectionError):  # the reader sees the loss, tells the session
             await self.ws.send_str(data.decode())  # W-MSG-01: text frames only
 
@@ -181,7 +183,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         secure=request.secure,
         backlog_limit=config.limits.max_queue_size,
     )
-    socket = AiohttpSocket(ws)
+    socket = AiohttpSocket(ws, actor)
     actor.socket = socket
     actor.subject = subject
     state.registry.register(actor)
@@ -190,6 +192,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
                 state.metrics.bytes_in.labels("websocket").inc(len(msg.data))
+                actor.client_activity(nbytes_in=len(msg.data))
                 if len(msg.data) > limit:
                     state.metrics.rejections.labels("limit:max_message_size").inc()
                     actor.post(

@@ -151,6 +151,9 @@ class SessionActor:
         self._backlog_limit = backlog_limit
         self._paused = False
         self.created_at = self._loop.time()
+        self.last_activity = self.created_at
+        self.bytes_in = 0  # from the client
+        self.bytes_out = 0  # to the client
         self.task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ inputs
@@ -344,3 +347,29 @@ class SessionActor:
 
     def age(self) -> float:
         return self._loop.time() - self.created_at
+
+    def client_activity(self, nbytes_in: int = 0, nbytes_out: int = 0) -> None:
+        self.bytes_in += nbytes_in
+        self.bytes_out += nbytes_out
+        self.last_activity = self._loop.time()
+
+    def describe(self) -> dict[str, Any]:
+        """What the admin API shows for this session."""
+        now = self._loop.time()
+        core = self.core
+        return {
+            "sid": self.sid,
+            "transport": self.transport,
+            "jid": getattr(core, "jid", None),
+            "subject": self.subject,
+            "client_ip": self.client_ip,
+            "upstream": self.upstream_label or None,
+            "age": round(now - self.created_at, 3),
+            "idle": round(now - self.last_activity, 3),
+            "held_requests": getattr(core, "held_count", 0),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "stanzas_in": getattr(core, "stanzas_up", 0),
+            "stanzas_out": getattr(core, "stanzas_down", 0),
+            "state": getattr(getattr(core, "state", None), "value", None),
+        }

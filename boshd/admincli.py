@@ -1,0 +1,103 @@
+"""``boshd sessions``: a command-line client for the admin API (see docs/api.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from boshd.config import Config
+
+
+def admin_endpoint(config: Config, url: str | None) -> tuple[str, str | None]:
+    """(base URL, unix socket path or None) from --url or the first admin listener."""
+    if url:
+        if url.startswith("unix:"):
+            return "http://localhost", url[len("unix:") :]
+        return url.rstrip("/"), None
+    if not config.admin.listen:
+        raise SystemExit("boshd: the admin API is off (admin.listen is empty); use --url")
+    first = config.admin.listen[0]
+    if first.startswith("unix:"):
+        return "http://localhost", first[len("unix:") :]
+    return f"http://{first}", None
+
+
+def admin_token(config: Config, token: str | None) -> str:
+    if token:
+        return token
+    if config.admin.token_file:
+        return Path(config.admin.token_file).read_text().strip()
+    return config.admin.token
+
+
+async def _call(
+    base: str, socket_path: str | None, token: str, method: str, path: str
+) -> tuple[int, Any]:
+    connector = aiohttp.UnixConnector(path=socket_path) if socket_path else None
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.request(method, base + path, headers={"Authorization": f"Bearer {token}"}) as resp,
+    ):
+        return resp.status, await resp.json(content_type=None)
+
+
+def _table(sessions: list[dict[str, Any]]) -> str:
+    columns = ("sid", "transport", "jid", "client_ip", "age", "idle", "held_requests")
+    rows = [[str(s.get(c) if s.get(c) is not None else "-") for c in columns] for s in sessions]
+    widths = [
+        max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)
+    ]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def run(config: Config, args: argparse.Namespace) -> int:
+    base, socket_path = admin_endpoint(config, args.url)
+    token = admin_token(config, args.token)
+    if args.action == "list":
+        method, path = "GET", "/sessions"
+    elif args.action == "show":
+        method, path = "GET", f"/sessions/{args.sid}"
+    else:
+        method, path = "DELETE", f"/sessions/{args.sid}?condition={args.condition}"
+    try:
+        status, data = asyncio.run(_call(base, socket_path, token, method, path))
+    except (aiohttp.ClientError, OSError) as exc:
+        print(f"boshd: cannot reach the admin API at {socket_path or base}: {exc}", file=sys.stderr)
+        return 1
+    if status >= 400:
+        print(
+            f"boshd: {status} {data.get('error', '')} {data.get('text', '')}".rstrip(),
+            file=sys.stderr,
+        )
+        return 1
+    if args.action == "list" and not args.json:
+        print(_table(data["sessions"]))
+        print(f"{data['count']} session(s)")
+    else:
+        print(json.dumps(data, indent=2))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("sessions", help="list, show or end sessions through the admin API")
+    p.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+    p.add_argument("--url", help="admin API URL or unix:/path (default: from admin.listen)")
+    p.add_argument("--token", help="admin token (default: from admin.token / token_file)")
+    actions = p.add_subparsers(dest="action", required=True)
+    lst = actions.add_parser("list", help="all live sessions")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show = actions.add_parser("show", help="one session as JSON")
+    show.add_argument("sid")
+    end = actions.add_parser("end", help="end a session")
+    end.add_argument("sid")
+    end.add_argument(
+        "--condition", default="policy-violation", choices=["policy-violation", "system-shutdown"]
+    )

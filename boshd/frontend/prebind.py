@@ -1,0 +1,176 @@
+"""Prebinding: the application server opens a logged-in BOSH session for a browser.
+
+``POST <prebind.path>`` with ``Authorization: Bearer <prebind.secret>`` (compared in constant
+time) and a JSON body::
+
+    {"jid": "alice@example.org", "password": "..."}                       # SASL PLAIN
+    {"jid": "alice@example.org", "mechanism": "X-TOKEN", "token": "..."}  # any mechanism
+
+boshd creates an ordinary BOSH session and drives it itself, exactly as a client would:
+SASL (the credential is the SASL initial response, never stored), stream restart, resource
+binding. It answers ``{"jid": "<full JID>", "sid": "...", "rid": <next rid>}``: the browser then
+attaches (StropheJS ``attach(jid, sid, rid)``, Converse.js ``prebind_url``) and sends its first
+request with exactly that ``rid``. It must do so before the session's inactivity limit.
+
+Errors are JSON ``{"error": condition, "text": ...}``: 401 for a bad secret or failed SASL
+(with the SASL condition, e.g. ``not-authorized``), 400 for a bad request or unknown domain,
+502 when the XMPP server cannot be reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+from aiohttp import web
+from lxml import etree
+
+from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
+from boshd.errors import ProtocolError
+from boshd.frontend.state import APP_STATE, AppState, client_ip
+from boshd.runtime.actor import SessionActor
+
+log = logging.getLogger("boshd.prebind")
+
+SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+STREAMS_NS = "http://etherx.jabber.org/streams"
+PREBIND_TIMEOUT = 15.0
+
+
+class PrebindError(Exception):
+    def __init__(self, status: int, error: str, text: str = "") -> None:
+        super().__init__(text or error)
+        self.status = status
+        self.error = error
+        self.text = text
+
+
+def _error(status: int, error: str, text: str = "") -> web.Response:
+    return web.json_response({"error": error, "text": text}, status=status)
+
+
+def secret_of(state: AppState) -> str:
+    p = state.config.prebind
+    return Path(p.secret_file).read_text().strip() if p.secret_file else p.secret
+
+
+class _Driver:
+    """Sends requests into a session's actor as an HTTP client would, in rid order."""
+
+    def __init__(self, actor: SessionActor, rid: int) -> None:
+        self.actor = actor
+        self.rid = rid  # the last rid used
+
+    async def send(self, payload: tuple[bytes, ...] = (), **attrs: Any) -> ResponseBody:
+        self.rid += 1
+        token, future = self.actor.new_token()
+        self.actor.post(BoshRequest(token=token, rid=self.rid, payload=payload, **attrs))
+        body, _status = await future
+        return body
+
+    async def until(self, tag: str, first: ResponseBody) -> etree._Element:
+        """The first element named ``tag`` in ``first`` or in answers to further polls."""
+        body = first
+        while True:
+            if body.type == "terminate":
+                condition = body.condition.value if body.condition else "remote-stream-error"
+                raise PrebindError(502, condition, "the XMPP session ended")
+            for data in body.payload:
+                element = etree.fromstring(data)
+                if element.tag in tag.split("|"):
+                    return element
+            body = await self.send()
+
+
+async def handle_prebind(request: web.Request) -> web.Response:
+    state = request.app[APP_STATE]
+    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(supplied.encode(), secret_of(state).encode()):
+        return _error(401, "not-authorized", "bad prebind secret")
+    try:
+        spec = json.loads(await request.read())
+        jid = str(spec["jid"])
+        local, _, rest = jid.partition("@")
+        domain, _, resource = rest.partition("/")
+        if not local or not domain:
+            raise ValueError("jid must be user@domain")
+        if "password" in spec:
+            mechanism = "PLAIN"
+            initial = b"\0" + local.encode() + b"\0" + str(spec["password"]).encode()
+        else:
+            mechanism = str(spec["mechanism"])
+            initial = str(spec["token"]).encode()
+    except (ValueError, KeyError, TypeError) as exc:
+        return _error(400, "bad-request", f"expected JSON with jid and password or token: {exc}")
+    try:
+        async with asyncio.timeout(PREBIND_TIMEOUT):
+            result = await _prebind(state, request, domain, mechanism, initial, resource)
+    except PrebindError as exc:
+        log.info("prebind for %s failed: %s %s", jid, exc.error, exc.text)
+        return _error(exc.status, exc.error, exc.text)
+    except TimeoutError:
+        return _error(504, "remote-connection-failed", "the XMPP server did not answer in time")
+    log.info("prebound %s as session %s", result["jid"], result["sid"])
+    return web.json_response(result)
+
+
+async def _prebind(
+    state: AppState,
+    request: web.Request,
+    domain: str,
+    mechanism: str,
+    initial: bytes,
+    resource: str,
+) -> dict[str, Any]:
+    rid = secrets.randbelow(2**32) + 1
+    create = CreateRequest(
+        token=0,
+        rid=rid,
+        to=domain,
+        ver="1.6",
+        wait=state.config.bosh.default_wait,
+        hold=1,
+        lang="en",
+        xmpp_version="1.0",
+    )
+    try:
+        actor, future = state.registry.create_bosh(
+            create, client_ip=client_ip(request, state.config), secure=request.secure
+        )
+    except ProtocolError as exc:
+        raise PrebindError(400, exc.condition.value, exc.reason) from None
+    body, _ = await future
+    driver = _Driver(actor, rid)
+    await driver.until(f"{{{STREAMS_NS}}}features", body)
+    encoded = base64.b64encode(initial).decode() or "="
+    auth = f"<auth xmlns='{SASL_NS}' mechanism={quoteattr(mechanism)}>{encoded}</auth>"
+    answer = await driver.until(
+        f"{{{SASL_NS}}}success|{{{SASL_NS}}}failure", await driver.send((auth.encode(),))
+    )
+    if answer.tag == f"{{{SASL_NS}}}failure":
+        condition = next(
+            (etree.QName(c).localname for c in answer if etree.QName(c).localname != "text"),
+            "not-authorized",
+        )
+        await driver.send(type="terminate")
+        raise PrebindError(401, condition, "SASL authentication failed")
+    await driver.until(f"{{{STREAMS_NS}}}features", await driver.send(restart=True, to=domain))
+    resource_el = f"<resource>{escape(resource)}</resource>" if resource else ""
+    bind = (
+        f"<iq xmlns='jabber:client' type='set' id='prebind-bind'>"
+        f"<bind xmlns='{BIND_NS}'>{resource_el}</bind></iq>"
+    )
+    result = await driver.until("{jabber:client}iq", await driver.send((bind.encode(),)))
+    bound = result.findtext(f"{{{BIND_NS}}}bind/{{{BIND_NS}}}jid")
+    if result.get("type") != "result" or not bound:
+        await driver.send(type="terminate")
+        raise PrebindError(502, "bind-failed", "the server refused resource binding")
+    return {"jid": bound, "sid": actor.sid, "rid": driver.rid + 1}
