@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,6 +51,7 @@ class Behaviour:
     answer_close: bool = True
     domain: str = "example.com"
     extra_header_attrs: str = ""
+    starttls: ssl.SSLContext | None = None  # offer STARTTLS (required) with this context
 
 
 @dataclass
@@ -78,6 +80,10 @@ class FakeConnection(asyncio.Protocol):
         self.header_bytes: list[bytes] = []
         self.elements: list[Element] = []
         self.closed_by_client = False  # we saw </stream:stream>
+        self.tls = False  # STARTTLS completed
+        self.bytes_before_tls = b""  # what arrived between <starttls/> and the handshake
+        self.sasl_before_tls = False
+        self.clean_tls_close = False  # the peer sent close_notify before closing
         self.lost = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()
         self._parser = self._new_parser()
@@ -147,8 +153,15 @@ class FakeConnection(asyncio.Protocol):
     def _on_header(self, attrs: dict[str, str]) -> None:
         if not self.behaviour.answer_header:
             return
-        restarted = len(self.headers) > 1
-        features = self.behaviour.bind_features if restarted else self.behaviour.features
+        b = self.behaviour
+        if b.starttls is not None and not self.tls:
+            features = (
+                f"<stream:features><starttls xmlns='{TLS}'><required/></starttls></stream:features>"
+            )
+        else:
+            tls_headers = 2 if b.starttls is not None else 1  # the first after TLS is fresh
+            restarted = len(self.headers) > tls_headers
+            features = b.bind_features if restarted else b.features
         loop = asyncio.get_running_loop()
         loop.call_later(self.behaviour.header_delay, self.send_header, features)
 
@@ -166,6 +179,18 @@ class FakeConnection(asyncio.Protocol):
 
     def _on_element(self, element: Element) -> None:
         b = self.behaviour
+        if element.tag == f"{{{SASL}}}auth" and b.starttls is not None and not self.tls:
+            self.sasl_before_tls = True
+        if element.tag == f"{{{TLS}}}starttls" and b.starttls is not None:
+            self.send(f"<proceed xmlns='{TLS}'/>")
+            assert self.transport is not None
+            self.transport.pause_reading()  # the next bytes are the TLS handshake
+            self._mark = len(self.received)
+            # From here on the stream is inside TLS: asyncio may hand us the client's first
+            # post-handshake bytes before start_tls() returns.
+            self.tls = True
+            asyncio.get_running_loop().create_task(self._start_tls(b.starttls))
+            return
         if element.tag == f"{{{SASL}}}auth" and b.answer_auth:
             self.send(f"<success xmlns='{SASL}'/>")
         elif (
@@ -178,6 +203,22 @@ class FakeConnection(asyncio.Protocol):
                 f"<iq type='result' id='{iq_id}'><bind xmlns='{BIND}'>"
                 f"<jid>user@{b.domain}/res</jid></bind></iq>"
             )
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        assert self.transport is not None
+        self.bytes_before_tls = bytes(self.received[self._mark :])
+        loop = asyncio.get_running_loop()
+        self._parser = self._new_parser()
+        self._depth = 0
+        transport = await loop.start_tls(self.transport, self, context, server_side=True)
+        assert transport is not None
+        self.transport = transport
+        self._changed.set()
+
+    def eof_received(self) -> bool | None:
+        if self.tls:
+            self.clean_tls_close = True  # asyncio's TLS layer only reports EOF after close_notify
+        return None
 
     # -- test API ---------------------------------------------------------------------------
 
