@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= conf/boshd.toml
-APT_PACKAGES := prosody
+APT_PACKAGES := prosody nginx systemd openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test check fmt venv deps system-deps clean

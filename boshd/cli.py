@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load(path)
     except ConfigError as exc:
-        print(f"boshd: invalid configuration ({len(exc.problems)} problems):", file=sys.stderr)
+        n = len(exc.problems)
+        print(
+            f"boshd: invalid configuration ({n} problem{'s' if n != 1 else ''}):", file=sys.stderr
+        )
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EX_CONFIG

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -144,6 +145,8 @@ def _listen(value: Any) -> tuple[str, ...]:
 def _networks(value: Any) -> tuple[str, ...]:
     items = _str_list(value)
     for item in items:
+        if item == "unix":  # a proxy connecting over a Unix socket listener
+            continue
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
@@ -204,7 +207,10 @@ class ServerConfig:
         10.0, "On SIGTERM, how long to drain sessions before exiting.", _duration
     )
     trusted_proxies: tuple[str, ...] = opt(
-        (), "Proxies whose X-Forwarded-For / X-Real-IP headers are believed.", _networks
+        (),
+        "Proxies whose X-Forwarded-For / X-Real-IP headers are believed ('unix' = clients "
+        "of the Unix socket listeners).",
+        _networks,
     )
     tls_cert_file: str = opt(
         "",
@@ -653,10 +659,19 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
         problems.append("auth.require_jid_match: needs auth.mode 'token' or 'subrequest'")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         problems.append("server.tls_key_file: tls_cert_file and tls_key_file go together")
+    missing = False
     for key in ("tls_cert_file", "tls_key_file"):
         path = getattr(config.server, key)
         if path and not os.path.isfile(path):
             problems.append(f"server.{key}: no such file {path!r}")
+            missing = True
+    if config.server.tls_cert_file and config.server.tls_key_file and not missing:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                config.server.tls_cert_file, config.server.tls_key_file
+            )
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(f"server.tls_cert_file: cannot load the certificate and key: {exc}")
 
 
 def _is_loopback(host: str) -> bool:

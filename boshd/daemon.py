@@ -81,8 +81,11 @@ async def start_sites(
             )
         await site.start()
         sites.append(site)
+        server = getattr(site, "_server", None)
+        bound = [s.getsockname() for s in getattr(server, "sockets", None) or []]
+        where = item if item.startswith("unix:") else ", ".join(f"{a[0]}:{a[1]}" for a in bound)
         tls = " (TLS)" if context and not item.startswith("unix:") else ""
-        log.info("listening on %s%s", item, tls)
+        log.info("listening on %s%s", where or item, tls)
     return sites
 
 
@@ -132,6 +135,10 @@ class Daemon:
             return False
         if new.server.listen != self.config.server.listen:
             log.warning("server.listen changed: takes effect after a restart")
+        if bool(new.server.tls_cert_file) != (self.tls is not None):
+            log.warning("server.tls_cert_file turned TLS on or off: takes effect after a restart")
+        if new.admin.listen != self.config.admin.listen:
+            log.warning("admin.listen changed: takes effect after a restart")
         if self.tls is not None and context is not None:
             # New handshakes use the new certificate; open connections keep theirs.
             self.tls.load_cert_chain(new.server.tls_cert_file, new.server.tls_key_file)

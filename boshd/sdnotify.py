@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 log = logging.getLogger("boshd.systemd")
 
@@ -40,7 +41,9 @@ class Notifier:
         self.notify("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
 
     def reloading(self) -> None:
-        self.notify("RELOADING=1", "STATUS=reloading configuration")
+        # MONOTONIC_USEC lets systemd >= 253 pair it with the reload (Type=notify-reload).
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading configuration")
 
     def stopping(self, status: str = "draining sessions") -> None:
         self.notify("STOPPING=1", f"STATUS={status}")

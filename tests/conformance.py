@@ -25,9 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REQUIREMENTS = ROOT.parent / "shared" / "spec" / "requirements.md"
 NOTES = ROOT / "docs" / "conformance-notes.toml"
 
-_REQ_LINE = re.compile(
-    r"^\*\*(?P<id>[A-Z]+(?:-[A-Z]+)?-\d+)\*\* · (?P<ref>[^·]+)· (?P<level>[^·]+)· (?P<text>.*)$"
-)
+_REQ_LINE = re.compile(r"^\*\*(?P<id>[A-Z]+(?:-[A-Z]+)?-\d+)\*\* · (?P<rest>.*)$")
 _ID = re.compile(r"\b([A-Z]-(?:[A-Z]+-)?)(\d{2})((?:(?:\.\.|/|-)\d{2})*)")
 SECTIONS = [
     ("B-", "A. XEP-0124 BOSH"),
@@ -51,11 +49,12 @@ def read_requirements(path: Path) -> list[Requirement]:
     for line in path.read_text(encoding="utf-8").splitlines():
         m = _REQ_LINE.match(line)
         if m:
-            text = m.group("text").strip()
+            parts = [p.strip() for p in m.group("rest").split(" · ")]
+            level, text = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", parts[-1])
             short = text.split(". ")[0].rstrip(".")
             if len(short) > 110:
                 short = short[:107].rstrip() + "..."
-            out.append(Requirement(m.group("id"), m.group("level").strip(), short))
+            out.append(Requirement(m.group("id"), level, short))
     return out
 
 

@@ -28,7 +28,7 @@ APP_STATE: web.AppKey[AppState] = web.AppKey("boshd_state", AppState)
 
 def client_ip(request: web.Request, config: Config) -> str:
     """The client's address; proxy headers only count from ``server.trusted_proxies``."""
-    peer = request.remote or ""
+    peer = request.remote or "unix"  # no address: a Unix socket listener
     if not config.server.trusted_proxies or not _trusted(peer, config.server.trusted_proxies):
         return peer
     real = request.headers.get("X-Real-IP")
@@ -54,6 +54,8 @@ def is_secure(request: web.Request, config: Config) -> bool:
 
 
 def _trusted(address: str, networks: tuple[str, ...]) -> bool:
+    if address in ("", "unix"):
+        return "unix" in networks
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

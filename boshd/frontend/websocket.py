@@ -26,6 +26,7 @@ from boshd.errors import ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import origin_allowed
 from boshd.frontend.state import APP_STATE, client_ip
+from boshd.metrics import Metrics
 from boshd.runtime.actor import SessionActor
 from boshd.runtime.registry import new_sid
 from boshd.wire.frames import read_message
@@ -39,15 +40,15 @@ SESSION_END_WAIT = 10.0  # how long the handler waits for its session to wind do
 class AiohttpSocket:
     """Adapter the actor writes through (boshd.runtime.actor.ClientSocket)."""
 
-    def __init__(self, ws: web.WebSocketResponse, actor: SessionActor) -> None:
+    def __init__(self, ws: web.WebSocketResponse, actor: SessionActor, metrics: Metrics) -> None:
         self.ws = ws
         self.actor = actor
-        self.bytes_out = 0
+        self.bytes_out = metrics.bytes_out.labels("websocket")
 
     async def send_frame(self, data: bytes) -> None:
         if self.ws.closed:
             return
-        self.bytes_out += len(data)
+        self.bytes_out.inc(len(data))
         self.actor.client_activity(nbytes_out=len(data))
         with contextlib.suppress(ConnectionError):  # the reader sees the loss, tells the session
             await self.ws.send_str(data.decode())  # W-MSG-01: text frames only
@@ -182,8 +183,10 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         client_ip=ip,
         secure=request.secure,
         backlog_limit=config.limits.max_queue_size,
+        metrics=state.metrics,
+        log_payloads=config.log.payloads,
     )
-    socket = AiohttpSocket(ws, actor)
+    socket = AiohttpSocket(ws, actor, state.metrics)
     actor.socket = socket
     actor.subject = subject
     state.registry.register(actor)
@@ -213,7 +216,6 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     finally:
         if not actor.ended:
             actor.post(WsLost(reason))  # A-24: keeps the server's XEP-0198 session resumable
-        state.metrics.bytes_out.labels("websocket").inc(socket.bytes_out)
         if actor.task is not None:
             await asyncio.wait({actor.task}, timeout=SESSION_END_WAIT)
     return ws

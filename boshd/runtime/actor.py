@@ -45,8 +45,11 @@ from boshd.core.events import (
     UpstreamStreamError,
 )
 from boshd.errors import ProtocolError, UpstreamError
+from boshd.metrics import Metrics
 
 log = logging.getLogger("boshd.session")
+# Stanza payloads (they include SASL credentials): DEBUG only, and only with log.payloads.
+payload_log = logging.getLogger("boshd.payload")
 
 _UPSTREAM_EVENTS = (
     UpstreamOpened,
@@ -120,6 +123,8 @@ class SessionActor:
         client_ip: str = "",
         secure: bool = False,
         backlog_limit: int = 1 << 20,
+        metrics: Metrics | None = None,
+        log_payloads: bool = False,
     ) -> None:
         self.sid = sid
         self.core = core
@@ -134,6 +139,8 @@ class SessionActor:
         self.socket: ClientSocket | None = None
         self._frames: list[bytes] = []
         self._ws_close: int | None = None
+        self._metrics = metrics
+        self._log_payloads = log_payloads
         self._connector = connector
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
@@ -201,6 +208,8 @@ class SessionActor:
                             self._paused = False
                             if self.upstream is not None:
                                 self.upstream.resume_reading()
+                    if self._log_payloads or self._metrics is not None:
+                        self._observe_input(item)
                     if isinstance(item, _UPSTREAM_EVENTS):
                         self.core.upstream(item, now)
                     elif isinstance(item, Shutdown):
@@ -251,8 +260,39 @@ class SessionActor:
 
     # ------------------------------------------------------------------ actions
 
+    def _observe_input(self, item: Any) -> None:
+        if type(item) is UpstreamStanzas:
+            if self._metrics is not None:
+                self._metrics.stanzas.labels(self.transport, "down").inc(len(item.stanzas))
+            if self._log_payloads and payload_log.isEnabledFor(logging.DEBUG):
+                for stanza in item.stanzas:
+                    payload_log.debug("[%s] << %s", self.sid, stanza.data.decode(errors="replace"))
+        elif self._log_payloads and payload_log.isEnabledFor(logging.DEBUG):
+            data = getattr(item, "payload", None) or (getattr(item, "data", None),)
+            for chunk in data:
+                if isinstance(chunk, bytes):
+                    payload_log.debug("[%s] < %s", self.sid, chunk.decode(errors="replace"))
+
+    def _observe_output(self, action: Action) -> None:
+        if isinstance(action, SendUpstream):
+            if self._metrics is not None:
+                self._metrics.stanzas.labels(self.transport, "up").inc(len(action.data))
+            chunks: tuple[bytes, ...] = action.data
+            prefix = ">>"
+        elif isinstance(action, Respond):
+            chunks, prefix = action.body.payload, ">"
+        elif isinstance(action, SendFrame):
+            chunks, prefix = (action.data,), ">"
+        else:
+            return
+        if self._log_payloads and payload_log.isEnabledFor(logging.DEBUG):
+            for chunk in chunks:
+                payload_log.debug("[%s] %s %s", self.sid, prefix, chunk.decode(errors="replace"))
+
     def _execute(self, actions: list[Action]) -> None:
         for action in actions:
+            if self._log_payloads or self._metrics is not None:
+                self._observe_output(action)
             match action:
                 case Respond(token, body, status):
                     future = self._waiters.pop(token, None)

@@ -143,6 +143,8 @@ class Registry:
             client_ip=client_ip,
             secure=secure,
             backlog_limit=self.config.limits.max_queue_size,
+            metrics=self.metrics,
+            log_payloads=self.config.log.payloads,
         )
         actor.subject = subject
         token, future = actor.new_token()
@@ -218,10 +220,6 @@ class Registry:
         self.metrics.sessions_ended.labels(actor.transport, condition).inc()
         if ended.limit:
             self.metrics.rejections.labels(f"limit:{ended.limit}").inc()
-        stats = ended.stats
-        if stats:
-            self.metrics.stanzas.labels(actor.transport, "up").inc(stats.get("stanzas_up", 0))
-            self.metrics.stanzas.labels(actor.transport, "down").inc(stats.get("stanzas_down", 0))
         log.info(
             "[%s] session end transport=%s client=%s upstream=%s duration=%.1fs "
             "condition=%s reason=%s",

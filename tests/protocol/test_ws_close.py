@@ -26,6 +26,7 @@ from tests.protocol.wskit import (
     parse,
     ws_session,
 )
+from tests.support.daemon import make_cert
 from tests.support.fakexmpp import FakeXmppServer
 
 SOU = "wss://other.example/xmpp-websocket"
@@ -132,9 +133,7 @@ async def test_see_other_uri_redirect(make_app: AppFactory, fake: FakeXmppServer
 
 
 def tls_listener(tmp_path: Path) -> dict[str, str]:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.write_text("placeholder")
-    key.write_text("placeholder")
+    cert, key = make_cert(tmp_path, "listener")  # the config loads it, so it must be real
     return {"tls_cert_file": str(cert), "tls_key_file": str(key)}
 
 
