@@ -53,6 +53,7 @@ from boshd.core.events import (
     BoshRejected,
     BoshRequest,
     CreateRequest,
+    RequestAbandoned,
     Respond,
     ResponseBody,
     SendUpstream,
@@ -163,6 +164,7 @@ class BoshSession:
         self._meter = TrafficMeter(limits.traffic, now)
         self._age_deadline = now + limits.max_age if limits.max_age > 0 else None
         self._limit_hit: str | None = None
+        self._abandoned: set[int] = set()  # tokens whose HTTP connection is gone
         self._held.append(_Held(create.rid, create.token, now + params.wait))
         self._actions.append(self.stream.connect())
 
@@ -244,8 +246,12 @@ class BoshSession:
 
     # ------------------------------------------------------------------ client requests
 
-    def receive(self, req: BoshRequest | BoshRejected, now: float) -> None:
+    def receive(self, req: BoshRequest | BoshRejected | RequestAbandoned, now: float) -> None:
         """A request of this session arrived (its sid matched)."""
+        if isinstance(req, RequestAbandoned):
+            if any(h.token == req.token for h in self._held):
+                self._abandoned.add(req.token)
+            return
         if self._state is BoshState.CLOSED:
             self._respond(req.token, _terminate(Condition.ITEM_NOT_FOUND), now, cache_rid=None)
             return
@@ -526,7 +532,13 @@ class BoshSession:
         if self._state is BoshState.CREATING:
             hold = max(hold, 1)  # the creation answer waits for the upstream (A-16)
         while self._held and self._state is not BoshState.CLOSED:
-            if self._queue:
+            if (self._queue or self._terminal is not None) and (
+                self._held[0].token in self._abandoned
+            ):
+                # Nobody would read it: answer it empty, in rid order, and give what there is
+                # to the next live request or keep it queued (a reloaded page, B-PAY-10).
+                self._answer_oldest(now, EMPTY)
+            elif self._queue:
                 self._answer_oldest(now, self._next_payload_body())
             elif self._terminal is not None:
                 terminal = self._terminal
@@ -552,6 +564,7 @@ class BoshSession:
 
     def _answer_oldest(self, now: float, body: ResponseBody) -> None:
         held = self._held.popleft()
+        self._abandoned.discard(held.token)
         self._last_answer_had_payload = bool(body.payload)
         self._respond(held.token, body, now, cache_rid=held.rid)
 

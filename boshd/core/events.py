@@ -159,6 +159,14 @@ class BoshRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestAbandoned:
+    """The HTTP connection of a held request is gone (e.g. a page reload): nothing must be
+    delivered into it. Its rid stays held, so a retransmission is handled as usual."""
+
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
 class CreateRequest:
     """The attributes of a BOSH session creation request (XEP-0124 §7.1, XEP-0206 §3)."""
 

@@ -105,7 +105,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
             request.transport.close()
         raise web.HTTPBadRequest()
     actor.client_activity(nbytes_in=len(data))
-    token, future = actor.new_token()
+    token, future = actor.new_token(request.transport)
     try:
         item = wire.read_request(root, token)
     except BadRequest as exc:

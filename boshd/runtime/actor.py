@@ -30,6 +30,7 @@ from boshd.core.events import (
     CloseUpstream,
     CloseWebSocket,
     ConnectUpstream,
+    RequestAbandoned,
     Respond,
     ResponseBody,
     RestartUpstream,
@@ -149,6 +150,7 @@ class SessionActor:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._waiters: dict[int, asyncio.Future[tuple[ResponseBody, int]]] = {}
+        self._connections: dict[int, asyncio.BaseTransport] = {}
         self._next_token = FIRST_TOKEN - 1
         self._connect_task: asyncio.Task[None] | None = None
         self._close_tasks: set[asyncio.Task[None]] = set()
@@ -182,11 +184,17 @@ class SessionActor:
         if waker is not None and not waker.done():
             waker.set_result(None)
 
-    def new_token(self) -> tuple[int, asyncio.Future[tuple[ResponseBody, int]]]:
-        """A token for a request that expects an answer, and the future that will carry it."""
+    def new_token(
+        self, connection: asyncio.BaseTransport | None = None
+    ) -> tuple[int, asyncio.Future[tuple[ResponseBody, int]]]:
+        """A token for a request that expects an answer, and the future that will carry it.
+        ``connection`` is the client's transport, watched so that nothing is delivered into
+        a request whose client has gone (see RequestAbandoned)."""
         self._next_token += 1
         future: asyncio.Future[tuple[ResponseBody, int]] = self._loop.create_future()
         self._waiters[self._next_token] = future
+        if connection is not None:
+            self._connections[self._next_token] = connection
         return self._next_token, future
 
     @property
@@ -211,8 +219,10 @@ class SessionActor:
                     if self._log_payloads or self._metrics is not None:
                         self._observe_input(item)
                     if isinstance(item, _UPSTREAM_EVENTS):
+                        self._report_gone_clients(now)
                         self.core.upstream(item, now)
                     elif isinstance(item, Shutdown):
+                        self._report_gone_clients(now)
                         self.core.shutdown(now, item.condition)
                     else:
                         self.core.receive(item, now)
@@ -260,6 +270,13 @@ class SessionActor:
 
     # ------------------------------------------------------------------ actions
 
+    def _report_gone_clients(self, now: float) -> None:
+        """Before anything is delivered: which waiting requests have lost their client?"""
+        for token, connection in list(self._connections.items()):
+            if connection.is_closing():
+                del self._connections[token]
+                self.core.receive(RequestAbandoned(token), now)
+
     def _observe_input(self, item: Any) -> None:
         if type(item) is UpstreamStanzas:
             if self._metrics is not None:
@@ -295,6 +312,7 @@ class SessionActor:
                 self._observe_output(action)
             match action:
                 case Respond(token, body, status):
+                    self._connections.pop(token, None)
                     future = self._waiters.pop(token, None)
                     if future is not None and not future.done():
                         future.set_result((body, status))

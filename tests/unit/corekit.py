@@ -81,6 +81,7 @@ class Harness:
         )
         self.session = BoshSession("sid-1", create, params, self.limits, self.now)
         self.actions: list[Action] = []
+        self.abandoned: set[int] = set()  # tokens the test declared gone
         self.next_token = 2
         self.next_rid = CREATION_RID + 1
         self._collect()

@@ -164,6 +164,35 @@ def test_upstream_data_queued_until_next_request() -> None:
     assert h.answer(t2).body.payload == (message(1).data,)
 
 
+def test_abandoned_request_gets_no_payload_data_waits_for_next() -> None:
+    """A held request whose client vanished (page reload) is answered empty; the data waits
+    for the next request instead of being lost (B-PAY-10, B-PAY-12)."""
+    from boshd.core.events import RequestAbandoned
+
+    h = Harness()
+    dead = h.request()
+    h.session.receive(RequestAbandoned(dead), h.now)
+    h.upstream(UpstreamStanzas((message(1),)))
+    assert h.answer(dead).body.payload == ()
+    fresh = h.request()
+    assert h.answer(fresh).body.payload == (message(1).data,)
+
+
+def test_abandoned_request_retransmitted_still_works() -> None:
+    """The abandoned request keeps its rid: a retransmission of it takes its place and gets
+    the data (B-RID-07 with a vanished first copy)."""
+    from boshd.core.events import RequestAbandoned
+
+    h = Harness()
+    rid = CREATION_RID + 1
+    dead = h.request(rid=rid)
+    h.session.receive(RequestAbandoned(dead), h.now)
+    again = h.request(rid=rid)
+    h.upstream(UpstreamStanzas((message(2),)))
+    assert h.answer(again).body.payload == (message(2).data,)
+    assert h.answer(dead).body.type == "error"  # the old copy, nobody reads it
+
+
 def test_responses_released_in_rid_order_with_hold_two() -> None:
     """With two held requests the lower rid is answered first (B-PAY-08)."""
     h = Harness(hold=2, max_hold=2)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from boshd.core.conditions import Condition
 from boshd.core.events import (
+    RequestAbandoned,
     Respond,
     SendUpstream,
     UpstreamClosed,
@@ -26,6 +27,7 @@ OPS = st.lists(
         st.tuples(st.just("advance"), st.floats(0, 70)),
         st.tuples(st.just("upstream_end"), st.booleans()),
         st.tuples(st.just("shutdown")),
+        st.tuples(st.just("abandon"), st.integers(0, 3)),
     ),
     max_size=40,
 )
@@ -64,6 +66,12 @@ def _run(ops: list[tuple], hold: int, ack: bool) -> Harness:
         elif kind == "shutdown":
             h.session.shutdown(h.now)
             h._collect()
+        elif kind == "abandon":
+            held = [x.token for x in h.session._held]
+            if held:
+                token = held[op[1] % len(held)]
+                h.abandoned.add(token)
+                h.session.receive(RequestAbandoned(token), h.now)
     del base
     # Finish: end the session and let every timer run.
     if not h.session.closed:
@@ -82,6 +90,16 @@ def test_every_token_answered_exactly_once(ops: list[tuple], hold: int, ack: boo
     assert sorted(answered) == list(range(1, h.next_token))
     assert h.session.closed
     assert h.session.next_deadline() is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=OPS, hold=st.integers(0, 2))
+def test_abandoned_requests_never_get_upstream_payload(ops: list[tuple], hold: int) -> None:
+    """Nothing from upstream is written into a request whose client is gone."""
+    h = _run(ops, hold, ack=False)
+    for a in h.actions:
+        if isinstance(a, Respond) and a.token in h.abandoned:
+            assert not [p for p in a.body.payload if b"<message" in p], a
 
 
 @settings(max_examples=300, deadline=None)
