@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= conf/boshd.toml
-APT_PACKAGES := prosody nginx systemd openssl
+APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation
+BROWSER_DIR := tests/e2e/browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test check fmt venv deps system-deps clean
+.PHONY: run test check fmt venv deps system-deps browser-deps demo bench clean
 
 ## venv: create .venv and install boshd with its test tools (re-run when pyproject.toml changes)
 venv: $(VENV)/.stamp
@@ -17,7 +18,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-## system-deps: Debian packages the test suite talks to (real Prosody); installed only if missing
+## system-deps: Debian packages the tests run for real (Prosody, nginx, Chromium, systemd tools); only if missing
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -25,7 +26,17 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-deps: venv system-deps
+## browser-deps: strophe.js and converse.js for the browser tests and the demo (exact, from package-lock.json)
+browser-deps: $(BROWSER_DIR)/node_modules/.package-lock.json
+$(BROWSER_DIR)/node_modules/.package-lock.json: $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (node >= 18) is needed for the browser tests"; exit 1; }
+	npm ci --prefix $(BROWSER_DIR) --no-audit --no-fund
+
+deps: venv system-deps browser-deps
+
+## demo: chat with an echo bot in your browser through boshd (BOSH or WebSocket); Ctrl-C stops it
+demo: venv system-deps browser-deps
+	$(PY) demo/run.py
 
 ## run: start boshd in the foreground with the default config
 run: venv
@@ -33,17 +44,17 @@ run: venv
 
 ## check: formatting, lint and strict typing
 check: venv
-	$(VENV)/bin/ruff format --check boshd tests bench
-	$(VENV)/bin/ruff check boshd tests bench
+	$(VENV)/bin/ruff format --check boshd tests bench demo
+	$(VENV)/bin/ruff check boshd tests bench demo
 	$(VENV)/bin/mypy boshd
 
 fmt: venv
-	$(VENV)/bin/ruff format boshd tests bench
-	$(VENV)/bin/ruff check --fix boshd tests bench
+	$(VENV)/bin/ruff format boshd tests bench demo
+	$(VENV)/bin/ruff check --fix boshd tests bench demo
 
 ## test: install everything, run the static checks and the whole suite (unit, protocol, e2e)
 test: deps check
 	$(PY) -m pytest tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info $(BROWSER_DIR)/node_modules test-artifacts
