@@ -13,7 +13,7 @@ import jwt
 import pytest
 from aiohttp import web
 
-from tests.protocol.conftest import AppFactory, Bosh, body
+from tests.protocol.conftest import AppFactory, Bosh, body, registry_of
 from tests.protocol.wskit import BIND_IQ, parse, stream_condition, ws_session
 from tests.support.fakexmpp import FakeXmppServer
 
@@ -29,10 +29,18 @@ def token(sub: str = "user", *, exp: float | None = None, secret: str = SECRET) 
 async def burst(bosh: Bosh, payloads: list[str]) -> list[Any]:
     """Send requests back to back in rid order without waiting for answers (each one
     releases the one held before it, hold=1), then collect every answer."""
+    registry = registry_of(bosh.client)
+    loop = asyncio.get_running_loop()
     tasks = []
     for payload in payloads:
         tasks.append(asyncio.create_task(bosh.send(payload)))
-        await asyncio.sleep(0.005)  # keep arrival order = rid order
+        rid = bosh.rid
+        async with asyncio.timeout(5):  # arrival order = rid order, even on a busy machine
+            while True:
+                actor = registry.sessions.get(bosh.sid or "")
+                if actor is None or actor.core.describe(loop.time())["last_rid"] >= rid:
+                    break
+                await asyncio.sleep(0.002)
     return list(await asyncio.gather(*tasks))
 
 
