@@ -319,6 +319,7 @@ class BoshSession:
         for held in self._held:
             if held.rid == req.rid:
                 self._actions.append(Respond(held.token, RECOVERABLE_ERROR))
+                self._abandoned.discard(held.token)
                 held.token = req.token
                 return True
         early = self._early.get(req.rid)
@@ -385,7 +386,8 @@ class BoshSession:
         if report is not None:
             # Answer now, after every older held request (B-PAY-08 keeps rid order).
             while len(self._held) > 1:
-                self._answer_oldest(now, self._next_payload_body())
+                dead = self._held[0].token in self._abandoned
+                self._answer_oldest(now, EMPTY if dead else self._next_payload_body())
             self._answer_oldest(now, report)
         self._flush(now)
 
