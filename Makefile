@@ -38,6 +38,10 @@ deps: venv system-deps browser-deps
 demo: venv system-deps browser-deps
 	$(PY) demo/run.py
 
+## bench: boshd vs Prosody's own BOSH/WebSocket: chat, logins, idle (~7 min; BENCH_ARGS=--quick ~70 s)
+bench: deps
+	$(PY) -m bench.run $(BENCH_ARGS)
+
 ## run: start boshd in the foreground with the default config
 run: venv
 	$(VENV)/bin/boshd run --config $(CONFIG)
