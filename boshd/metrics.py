@@ -54,3 +54,9 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # Children used on every request, bound once: labels() costs a lookup each time.
+        self.bosh_received = self.requests.labels("received")
+        self.bosh_bytes_in = self.bytes_in.labels("bosh")
+        self.bosh_bytes_out = self.bytes_out.labels("bosh")
+        self.ws_bytes_in = self.bytes_in.labels("websocket")
+        self.ws_bytes_out = self.bytes_out.labels("websocket")

@@ -7,7 +7,6 @@ from aiohttp import web
 from boshd.config import Config
 from boshd.frontend import bosh, discovery, health, prebind, websocket
 from boshd.frontend.auth import Authenticator
-from boshd.frontend.cors import cors_middleware
 from boshd.frontend.state import APP_STATE, AppState
 from boshd.metrics import Metrics
 from boshd.runtime.registry import Registry
@@ -18,10 +17,7 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
     metrics = metrics or Metrics()
     # Bodies are read with our own limit (limits.max_body_size) so an oversized one gets a BOSH
     # condition; aiohttp's own limit is only a backstop.
-    app = web.Application(
-        client_max_size=max(config.limits.max_body_size * 2, 1 << 20),
-        middlewares=[cors_middleware],
-    )
+    app = web.Application(client_max_size=max(config.limits.max_body_size * 2, 1 << 20))
     state = AppState(
         config=config,
         registry=Registry(config, metrics),
@@ -33,7 +29,7 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
     if config.server.bosh_path:
         app.router.add_post(config.server.bosh_path, bosh.handle_post)
         app.router.add_get(config.server.bosh_path, bosh.handle_get, allow_head=False)
-        app.router.add_route("OPTIONS", config.server.bosh_path, bosh.handle_get)  # CORS
+        app.router.add_route("OPTIONS", config.server.bosh_path, bosh.handle_options)
     if config.server.websocket_path:
         app.router.add_get(config.server.websocket_path, websocket.handle_ws)
     for path, handler in (

@@ -20,6 +20,7 @@ from boshd.core.events import BoshRejected, ResponseBody
 from boshd.core.params import DEFAULT_CONTENT_TYPE
 from boshd.errors import BadRequest, PolicyViolation, ProtocolError
 from boshd.frontend.auth import AuthRefused
+from boshd.frontend.cors import cors_headers, preflight
 from boshd.frontend.state import APP_STATE, AppState, client_ip
 from boshd.runtime.actor import SessionActor
 from boshd.wire import body as wire
@@ -33,15 +34,17 @@ _HEADERS = {"Cache-Control": "no-store"}
 
 
 def _reply(
-    body: ResponseBody, status: int = 200, content_type: str = DEFAULT_CONTENT_TYPE
+    body: ResponseBody,
+    status: int = 200,
+    content_type: str = DEFAULT_CONTENT_TYPE,
+    cors: dict[str, str] | None = None,
 ) -> web.Response:
-    """B-HTTP-05: a Content-Length response, never chunked; B-HTTP-09/10: the session's type."""
-    return web.Response(
-        body=wire.serialize(body),
-        status=status,
-        content_type=None,
-        headers={**_HEADERS, "Content-Type": content_type},
-    )
+    """B-HTTP-05: a Content-Length response, never chunked; B-HTTP-09/10: the session's type;
+    G-CORS-02: CORS headers on every answer, errors included."""
+    headers = {**_HEADERS, "Content-Type": content_type}
+    if cors:
+        headers.update(cors)
+    return web.Response(body=wire.serialize(body), status=status, headers=headers)
 
 
 def _terminate(condition: Condition) -> ResponseBody:
@@ -58,6 +61,9 @@ class BodyTooLarge(XmlTooLarge):
 
 async def _read(request: web.Request, limit: int) -> bytes:
     """The request body, refusing anything above ``limit`` without buffering it (G-LIM-01)."""
+    length = request.content_length
+    if length is not None and length <= limit:
+        return await request.read()  # the common case: one read of a known small body
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():  # also de-chunks requests (B-HTTP-06)
@@ -70,32 +76,54 @@ async def _read(request: web.Request, limit: int) -> bytes:
 
 
 async def handle_post(request: web.Request) -> web.StreamResponse:
+    """POST /http-bind. CORS headers are added here rather than by a middleware, which would
+    cost every request (and every other route) an extra layer."""
     state: AppState = request.app[APP_STATE]
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return await _handle_post(request, state, None)
+    cors = cors_headers(state.config.cors, origin)
+    try:
+        response = await _handle_post(request, state, cors)
+    except web.HTTPException as exc:
+        exc.headers.update(cors)  # G-CORS-02: errors are readable too
+        raise
+    return response
+
+
+async def handle_options(request: web.Request) -> web.Response:
+    """The CORS preflight for /http-bind (G-CORS-01)."""
+    return preflight(request.app[APP_STATE].config.cors, request)
+
+
+async def _handle_post(
+    request: web.Request, state: AppState, cors: dict[str, str] | None
+) -> web.StreamResponse:
     config = state.config
-    state.metrics.requests.labels("received").inc()
+    state.metrics.bosh_received.inc()
     try:
         data = await _read(request, config.limits.max_body_size)
     except BodyTooLarge as exc:
         state.metrics.rejections.labels("limit:max_body_size").inc()
-        return await _reject_unparsed(state, exc.head, PolicyViolation(exc.reason), request)
-    state.metrics.bytes_in.labels("bosh").inc(len(data))
+        return await _reject_unparsed(state, exc.head, PolicyViolation(exc.reason), request, cors)
+    state.metrics.bosh_bytes_in.inc(len(data))
     try:
         root = parse_body(data, max_bytes=config.limits.max_body_size)
     except BadRequest as exc:
         state.metrics.rejections.labels("parse").inc()
-        return await _reject_unparsed(state, data, exc, request)
+        return await _reject_unparsed(state, data, exc, request, cors)
     try:
         state.schema.check(root)
     except BadRequest as exc:
         state.metrics.rejections.labels("schema").inc()
-        return await _reject_parsed(state, root, exc)
+        return await _reject_parsed(state, root, exc, cors)
     if wire.is_creation(root):
-        return await _create(state, root, request)
+        return await _create(state, root, request, cors)
     sid = root.get("sid", "")
     actor = state.registry.get(sid)
     if actor is None:
         # B-SREQ-01, B-INACT-02, A-8: unknown or expired sid; we cannot tell a legacy client.
-        return _reply(_terminate(Condition.ITEM_NOT_FOUND))
+        return _reply(_terminate(Condition.ITEM_NOT_FOUND), cors=cors)
     if actor.secure and not request.secure:
         # B-HTTP-14: a TLS session continued over plain HTTP: close, keep the session alive.
         log.warning(
@@ -113,19 +141,25 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     else:
         actor.post(item)
     body, status = await future
-    return _answer(state, actor, body, status)
+    return _answer(state, actor, body, status, cors)
 
 
-def _answer(state: AppState, actor: SessionActor, body: ResponseBody, status: int) -> web.Response:
-    response = _reply(body, status, actor.content_type)
+def _answer(
+    state: AppState,
+    actor: SessionActor,
+    body: ResponseBody,
+    status: int,
+    cors: dict[str, str] | None,
+) -> web.Response:
+    response = _reply(body, status, actor.content_type, cors)
     size = len(response.body)  # type: ignore[arg-type]
-    state.metrics.bytes_out.labels("bosh").inc(size)
+    state.metrics.bosh_bytes_out.inc(size)
     actor.client_activity(nbytes_out=size)
     return response
 
 
 async def _create(
-    state: AppState, root: etree._Element, request: web.Request
+    state: AppState, root: etree._Element, request: web.Request, cors: dict[str, str] | None
 ) -> web.StreamResponse:
     legacy = root.get("ver") is None
     ip = client_ip(request, state.config)
@@ -136,7 +170,8 @@ async def _create(
         # condition, legacy ones the HTTP status.
         log.info("session refused for %s: %s", ip, exc.reason)
         state.metrics.rejections.labels(f"auth:{exc.status}").inc()
-        return _reply(_terminate(Condition.POLICY_VIOLATION), exc.status if legacy else 200)
+        status = exc.status if legacy else 200
+        return _reply(_terminate(Condition.POLICY_VIOLATION), status, cors=cors)
     try:
         create = wire.read_create(root, 0)
         actor, future = state.registry.create_bosh(
@@ -149,41 +184,53 @@ async def _create(
         log.info("session refused: %s (%s)", exc.reason, exc.condition)
         state.metrics.rejections.labels(f"create:{exc.condition.value}").inc()
         status = (exc.legacy_status or 200) if legacy else 200
-        return _reply(_terminate(exc.condition), status)
+        return _reply(_terminate(exc.condition), status, cors=cors)
     body, status = await future
-    return _answer(state, actor, body, status)
+    return _answer(state, actor, body, status, cors)
 
 
-async def _reject_parsed(state: AppState, root: etree._Element, exc: BadRequest) -> web.Response:
+async def _reject_parsed(
+    state: AppState, root: etree._Element, exc: BadRequest, cors: dict[str, str] | None
+) -> web.Response:
     """A parsed body failed the schema: bad-request, and its session (if any) ends."""
     log.info("bad request: %s", exc.reason)
     sid = root.get("sid")
     actor = state.registry.get(sid) if sid else None
     if actor is not None:
-        return await _kill_with(state, actor, exc)
+        return await _kill_with(state, actor, exc, cors)
     legacy = sid is None and root.get("ver") is None
-    return _reply(_terminate(exc.condition), (exc.legacy_status or 200) if legacy else 200)
+    status = (exc.legacy_status or 200) if legacy else 200
+    return _reply(_terminate(exc.condition), status, cors=cors)
 
 
 async def _reject_unparsed(
-    state: AppState, data: bytes, exc: ProtocolError, request: web.Request
+    state: AppState,
+    data: bytes,
+    exc: ProtocolError,
+    request: web.Request,
+    cors: dict[str, str] | None,
 ) -> web.Response:
     """Unparseable or oversized: answer the condition; end the session it names (B-WRAP-06)."""
     log.info("bad request from %s: %s", client_ip(request, state.config), exc.reason)
     match = _SID.search(data[:4096])
     actor = state.registry.get(match.group(1).decode()) if match else None
     if actor is not None:
-        return await _kill_with(state, actor, exc)
-    return _reply(_terminate(exc.condition))
+        return await _kill_with(state, actor, exc, cors)
+    return _reply(_terminate(exc.condition), cors=cors)
 
 
-async def _kill_with(state: AppState, actor: SessionActor, exc: ProtocolError) -> web.Response:
+async def _kill_with(
+    state: AppState, actor: SessionActor, exc: ProtocolError, cors: dict[str, str] | None
+) -> web.Response:
     token, future = actor.new_token()
     actor.post(BoshRejected(token, exc.condition, exc.reason))
     body, status = await future
-    return _answer(state, actor, body, status)
+    return _answer(state, actor, body, status, cors)
 
 
 async def handle_get(request: web.Request) -> web.StreamResponse:
     """B-HTTP-04: sessions are never created or driven by GET (XEP-0252 is not implemented)."""
-    raise web.HTTPMethodNotAllowed("GET", ["POST", "OPTIONS"], text="BOSH requires POST\n")
+    cors = cors_headers(request.app[APP_STATE].config.cors, request.headers.get("Origin"))
+    raise web.HTTPMethodNotAllowed(
+        "GET", ["POST", "OPTIONS"], text="BOSH requires POST\n", headers=cors
+    )

@@ -4,18 +4,16 @@ XEP-0124 says nothing about CORS (A-27); browsers need it. A cross-origin Stroph
 posts ``Content-Type: text/xml``, which triggers a preflight (G-CORS-01); every response,
 errors and terminate bodies included, must carry ``Access-Control-Allow-Origin`` or the
 browser hides it (G-CORS-02); with credentials the exact origin is echoed, never ``*``
-(G-CORS-03). Only the BOSH path gets these headers: health and metrics endpoints do not
-(D-07). WebSocket upgrades are not subject to CORS, so their ``Origin`` is checked against the
-same allow-list (W-HS-05, G-ORIG-01).
+(G-CORS-03). Only the BOSH endpoint adds these headers (boshd.frontend.bosh, no middleware):
+health and metrics endpoints do not (D-07). WebSocket upgrades are not subject to CORS, so
+their ``Origin`` is checked against the same allow-list (W-HS-05, G-ORIG-01).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from boshd.config import CorsConfig
-from boshd.frontend.state import APP_STATE
 
 
 def origin_allowed(cors: CorsConfig, origin: str | None) -> bool:
@@ -52,21 +50,3 @@ def preflight(cors: CorsConfig, request: web.Request) -> web.Response:
         }
     )
     return web.Response(status=204, headers=headers)
-
-
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    state = request.app[APP_STATE]
-    if request.path != state.config.server.bosh_path:
-        return await handler(request)
-    cors = state.config.cors
-    if request.method == "OPTIONS":
-        return preflight(cors, request)
-    extra = cors_headers(cors, request.headers.get("Origin"))
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers.update(extra)  # G-CORS-02: errors are readable too
-        raise
-    response.headers.update(extra)
-    return response

@@ -43,7 +43,7 @@ class AiohttpSocket:
     def __init__(self, ws: web.WebSocketResponse, actor: SessionActor, metrics: Metrics) -> None:
         self.ws = ws
         self.actor = actor
-        self.bytes_out = metrics.bytes_out.labels("websocket")
+        self.bytes_out = metrics.ws_bytes_out
 
     async def send_frame(self, data: bytes) -> None:
         if self.ws.closed:
@@ -194,7 +194,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
-                state.metrics.bytes_in.labels("websocket").inc(len(msg.data))
+                state.metrics.ws_bytes_in.inc(len(msg.data))
                 actor.client_activity(nbytes_in=len(msg.data))
                 if len(msg.data) > limit:
                     state.metrics.rejections.labels("limit:max_message_size").inc()

@@ -141,6 +141,8 @@ class SessionActor:
         self._frames: list[bytes] = []
         self._ws_close: int | None = None
         self._metrics = metrics
+        self._stanzas_up = metrics.stanzas.labels(transport, "up") if metrics else None
+        self._stanzas_down = metrics.stanzas.labels(transport, "down") if metrics else None
         self._log_payloads = log_payloads
         self._connector = connector
         self._on_end = on_end
@@ -279,8 +281,8 @@ class SessionActor:
 
     def _observe_input(self, item: Any) -> None:
         if type(item) is UpstreamStanzas:
-            if self._metrics is not None:
-                self._metrics.stanzas.labels(self.transport, "down").inc(len(item.stanzas))
+            if self._stanzas_down is not None:
+                self._stanzas_down.inc(len(item.stanzas))
             if self._log_payloads and payload_log.isEnabledFor(logging.DEBUG):
                 for stanza in item.stanzas:
                     payload_log.debug("[%s] << %s", self.sid, stanza.data.decode(errors="replace"))
@@ -292,8 +294,8 @@ class SessionActor:
 
     def _observe_output(self, action: Action) -> None:
         if isinstance(action, SendUpstream):
-            if self._metrics is not None:
-                self._metrics.stanzas.labels(self.transport, "up").inc(len(action.data))
+            if self._stanzas_up is not None:
+                self._stanzas_up.inc(len(action.data))
             chunks: tuple[bytes, ...] = action.data
             prefix = ">>"
         elif isinstance(action, Respond):
