@@ -19,6 +19,7 @@ every waiting request is answered, the upstream connection is dropped, and the d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -161,6 +162,8 @@ class SessionActor:
         self._backlog = 0
         self._backlog_limit = backlog_limit
         self._paused = False
+        self._parked = False  # the task waits for input with an empty inbox
+        self._stepping = False  # an input is being processed right now
         self.created_at = self._loop.time()
         self.last_activity = self.created_at
         self.bytes_in = 0  # from the client
@@ -173,7 +176,15 @@ class SessionActor:
         self.task = self._loop.create_task(self._run(), name=f"session-{self.sid[:8]}")
 
     def post(self, item: Any) -> None:
-        """Queue an input for the session task (any thread-less caller on this loop)."""
+        """Hand an input to the session (any caller on this loop).
+
+        If the session's task is parked with nothing queued, the input is processed right
+        here, at once: it is next in line anyway and nothing else can run meanwhile, so order
+        and single ownership are kept, and the hop to the task and back is saved (a request
+        is answered without two task switches). Otherwise it is queued for the task."""
+        if self._parked and not self._inbox and not self._stepping:
+            self._step_inline(item)
+            return
         if type(item) is UpstreamStanzas:
             self._backlog += sum(len(s.data) for s in item.stanzas)
             if self._backlog > self._backlog_limit and not self._paused and self.upstream:
@@ -205,10 +216,47 @@ class SessionActor:
 
     # ------------------------------------------------------------------ the loop
 
+    def _dispatch(self, item: Any, now: float) -> None:
+        """Feed one input to the core and carry out what it asks."""
+        self._stepping = True
+        try:
+            if self._log_payloads or self._metrics is not None:
+                self._observe_input(item)
+            if isinstance(item, _UPSTREAM_EVENTS):
+                self._report_gone_clients(now)
+                self.core.upstream(item, now)
+            elif isinstance(item, Shutdown):
+                self._report_gone_clients(now)
+                self.core.shutdown(now, item.condition)
+            else:
+                self.core.receive(item, now)
+            self._execute(self.core.take_actions())
+        finally:
+            self._stepping = False
+
+    def _step_inline(self, item: Any) -> None:
+        """Process ``item`` in the caller's context while the task is parked (see post)."""
+        try:
+            self._dispatch(item, self._loop.time())
+        except Exception:
+            log.exception("[%s] session crashed", self.sid)
+            self._crash("internal error", Condition.INTERNAL_SERVER_ERROR)
+            self._wake()
+            return
+        if self.core.closed or self._frames or self._ws_close is not None:
+            self._wake()  # the task writes frames, or winds the session down
+        else:
+            self._arm(self.core.next_deadline())
+
+    def _wake(self) -> None:
+        waker = self._wakeup
+        if waker is not None and not waker.done():
+            waker.set_result(None)
+
     async def _run(self) -> None:
         try:
             self._execute(self.core.take_actions())
-            while not self.core.closed:
+            while not self.core.closed and self._ended is None:
                 now = self._loop.time()
                 if self._inbox:
                     item = self._inbox.popleft()
@@ -218,19 +266,12 @@ class SessionActor:
                             self._paused = False
                             if self.upstream is not None:
                                 self.upstream.resume_reading()
-                    if self._log_payloads or self._metrics is not None:
-                        self._observe_input(item)
-                    if isinstance(item, _UPSTREAM_EVENTS):
-                        self._report_gone_clients(now)
-                        self.core.upstream(item, now)
-                    elif isinstance(item, Shutdown):
-                        self._report_gone_clients(now)
-                        self.core.shutdown(now, item.condition)
-                    else:
-                        self.core.receive(item, now)
-                    self._execute(self.core.take_actions())
+                    self._dispatch(item, now)
                     if self._frames or self._ws_close is not None:
                         await self._socket_io()
+                    continue
+                if self._frames or self._ws_close is not None:
+                    await self._socket_io()  # left by an input processed inline
                     continue
                 deadline = self.core.next_deadline()
                 if deadline is not None and deadline <= now:
@@ -249,7 +290,8 @@ class SessionActor:
         finally:
             await self._finish()
 
-    async def _sleep_until(self, deadline: float | None) -> None:
+    def _arm(self, deadline: float | None) -> None:
+        """Keep exactly one timer, set for the core's next deadline."""
         if deadline != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
@@ -257,10 +299,15 @@ class SessionActor:
             self._timer_at = deadline
             if deadline is not None:
                 self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    async def _sleep_until(self, deadline: float | None) -> None:
+        self._arm(deadline)
         self._wakeup = self._loop.create_future()
+        self._parked = True
         try:
             await self._wakeup
         finally:
+            self._parked = False
             self._wakeup = None
 
     def _on_timer(self) -> None:
@@ -389,6 +436,9 @@ class SessionActor:
     async def _finish(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._frames or self._ws_close is not None:
+            with contextlib.suppress(Exception):  # the last frames of a closing WebSocket
+                await self._socket_io()
         for future in self._waiters.values():  # cannot happen if the core keeps its promise
             if not future.done():
                 future.set_result(

@@ -39,6 +39,9 @@ class Registry:
         self.metrics = metrics
         self.router = Router(config.upstream)
         self.sessions: dict[str, SessionActor] = {}
+        # Every session task until it is done: a session that has ended may still be closing
+        # its upstream stream (waiting for the server's closing tag), and drain waits for it.
+        self.tasks: set[asyncio.Task[None]] = set()
         self.per_ip: Tally[str] = Tally()
         self._rates: dict[str, TokenBucket] = {}
         self.draining = False
@@ -152,8 +155,14 @@ class Registry:
         actor.legacy = params.legacy
         actor.content_type = params.content_type
         self._started(actor)
-        actor.start()
+        self._start(actor)
         return actor, future
+
+    def _start(self, actor: SessionActor) -> None:
+        actor.start()
+        assert actor.task is not None
+        self.tasks.add(actor.task)
+        actor.task.add_done_callback(self.tasks.discard)
 
     def _started(self, actor: SessionActor) -> None:
         self.sessions[actor.sid] = actor
@@ -175,7 +184,7 @@ class Registry:
     def register(self, actor: SessionActor) -> None:
         """Add a session created elsewhere (WebSocket) and start its task."""
         self._started(actor)
-        actor.start()
+        self._start(actor)
 
     def admit(self, client_ip: str) -> None:
         self._admit(client_ip)
@@ -235,10 +244,9 @@ class Registry:
     async def drain(self, timeout: float, condition: Condition = Condition.SYSTEM_SHUTDOWN) -> None:
         """B-ERR-07, G-SHUT-01: refuse new sessions, end every live one, wait for them."""
         self.draining = True
-        actors = list(self.sessions.values())
-        for actor in actors:
+        for actor in list(self.sessions.values()):
             actor.post(Shutdown(condition))
-        tasks = [a.task for a in actors if a.task is not None]
+        tasks = set(self.tasks)  # live sessions and ended ones still closing upstream
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
             for task in pending:

@@ -103,7 +103,7 @@ def filter_features(stanza: Stanza) -> Stanza:
                     changed = True
     if not changed:
         return stanza
-    return Stanza(etree.tostring(root), stanza.name, stanza.ns)
+    return Stanza(etree.tostring(root, encoding="UTF-8"), stanza.name, stanza.ns)
 
 
 def _bound_jid(stanza: Stanza) -> str | None:
@@ -364,17 +364,22 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             return
         self._write(CLOSE_TAG)
-        if not self._server_end.done():
-            done, _ = await asyncio.wait({self._server_end, self._closed}, timeout=CLOSE_TIMEOUT)
-            if not done:
-                log.debug("[%s] server did not close its stream in time", self._label)
-        if self._transport is not None:
-            self._transport.close()  # TLS transports send close_notify (C-TLS-02)
         try:
+            if not self._server_end.done():
+                done, _ = await asyncio.wait(
+                    {self._server_end, self._closed}, timeout=CLOSE_TIMEOUT
+                )
+                if not done:
+                    log.debug("[%s] server did not close its stream in time", self._label)
+            if self._transport is not None:
+                self._transport.close()  # TLS transports send close_notify (C-TLS-02)
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await asyncio.shield(self._closed)
         except TimeoutError:
             self.abort()
+        except asyncio.CancelledError:
+            self.abort()  # shutting down: never leave the socket open
+            raise
 
     def pause_reading(self) -> None:
         if self._transport is not None and not self._transport.is_closing():

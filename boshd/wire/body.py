@@ -49,7 +49,7 @@ def payload_of(root: etree._Element) -> tuple[bytes, ...]:
     out = []
     for child in root:
         qname = etree.QName(child)
-        data = etree.tostring(child)
+        data = etree.tostring(child, encoding="UTF-8")
         if qname.namespace == BOSH_NS:
             # X-WRAP-04: an un-namespaced stanza in <body/> is a jabber:client stanza.
             end = data.index(b">")

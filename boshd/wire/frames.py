@@ -62,5 +62,5 @@ def read_message(text: str, *, max_bytes: int) -> ClientInput:
     if qname.namespace == JABBER_CLIENT and root.prefix is not None:
         return WsViolation(SE.BAD_NAMESPACE_PREFIX, "jabber:client must not be prefixed")  # C-NS-05
     if data.startswith(b"<?"):
-        data = etree.tostring(root)  # W-FRM-04: never put an XML declaration mid-stream
+        data = etree.tostring(root, encoding="UTF-8")  # W-FRM-04: no XML declaration mid-stream
     return WsStanza(data, qname.localname)

@@ -82,14 +82,33 @@ async def boshd_factory(prosody: PrivateProsody) -> AsyncIterator[BoshdFactory]:
     try:
         yield start
     finally:
-        for server in reversed(started):
-            await server.stop()
+        if started:
+            await started[0].quiesce()  # let just-ended sessions finish closing upstream
+        for boshd in reversed(started):
+            await boshd.stop()
 
 
 @pytest.fixture
 async def boshd_server(boshd_factory: BoshdFactory) -> BoshdServer:
     """boshd with the e2e defaults in front of the session Prosody (BOSH and WebSocket)."""
     return await boshd_factory()
+
+
+@pytest.fixture
+async def upstream_tap(prosody: PrivateProsody) -> AsyncIterator[FlakyProxy]:
+    """A relay in front of the session Prosody's c2s port: each upstream TCP connection is one
+    `Link` whose `sent` holds every byte the client (boshd) wrote to the server."""
+    async with FlakyProxy(prosody.c2s_port) as tap:
+        yield tap
+
+
+@pytest.fixture
+async def tapped_boshd(
+    upstream_tap: FlakyProxy, boshd_factory: BoshdFactory, prosody: PrivateProsody
+) -> BoshdServer:
+    """boshd whose upstream for the session Prosody's domain goes through `upstream_tap`."""
+    route = {"host": "127.0.0.1", "port": upstream_tap.port, "tls": "plain"}
+    return await boshd_factory(upstream={"domains": {prosody.domain: route}})
 
 
 # ===================================================================================== daemon
@@ -130,20 +149,3 @@ async def daemon_factory(tmp_path: Path) -> AsyncIterator[DaemonFactory]:
     finally:
         for daemon in reversed(started):
             await daemon.aclose()
-
-
-@pytest.fixture
-async def upstream_tap(prosody: PrivateProsody) -> AsyncIterator[FlakyProxy]:
-    """A relay in front of the session Prosody's c2s port: each upstream TCP connection is one
-    `Link` whose `sent` holds every byte the client (boshd) wrote to the server."""
-    async with FlakyProxy(prosody.c2s_port) as tap:
-        yield tap
-
-
-@pytest.fixture
-async def tapped_boshd(
-    upstream_tap: FlakyProxy, boshd_factory: BoshdFactory, prosody: PrivateProsody
-) -> BoshdServer:
-    """boshd whose upstream for the session Prosody's domain goes through `upstream_tap`."""
-    route = {"host": "127.0.0.1", "port": upstream_tap.port, "tls": "plain"}
-    return await boshd_factory(upstream={"domains": {prosody.domain: route}})

@@ -112,6 +112,29 @@ class BoshdServer:
         if task is not None:
             await task
 
+    async def quiesce(self, timeout: float = 7.0) -> bool:
+        """Wait until no session task of boshd is running (ended sessions may still be closing
+        their upstream stream: B-TERM-04 allows up to 5 s for the server's closing tag). True
+        if it got quiet within `timeout`.
+
+        `stop()` right after a session ended abandons that session's upstream close (see
+        test_bosh_e2e.test_bosh_stop_right_after_terminate_still_closes_upstream); fixtures
+        call this first so that a test's teardown does not depend on that race. Session tasks
+        are recognised by the name boshd gives them (``session-<sid prefix>``).
+        """
+        try:
+            await eventually(lambda: not self.session_tasks(), timeout)
+        except AssertionError:
+            return False
+        return True
+
+    @staticmethod
+    def session_tasks() -> list[asyncio.Task[Any]]:
+        """boshd's session tasks still running on this loop."""
+        return [
+            t for t in asyncio.all_tasks() if t.get_name().startswith("session-") and not t.done()
+        ]
+
     @property
     def app(self) -> web.Application:
         return self.daemon.app

@@ -5,8 +5,9 @@ byte. The test controls the "network":
 
 * `cut()` resets every open client connection (RST, as a proxy or NAT that drops an idle
   long-poll does) and closes its upstream half without sending anything more;
-* `hold()` / `release()`: while held, bytes from clients are buffered, not forwarded (a request
-  stuck in a slow network), and forwarded in order on release;
+* `hold()` / `release()`: while held, bytes from clients are still read (so a client's close is
+  seen at once) but buffered, not forwarded (a request stuck in a slow network), and forwarded
+  in order on release;
 * `swallow()` / `unswallow()`: while swallowing, bytes from the target to the clients are
   dropped (a response lost on the way back).
 
@@ -39,6 +40,7 @@ class Link:
     upstream: asyncio.StreamWriter | None = None
     sent: bytearray = field(default_factory=bytearray)
     received: bytearray = field(default_factory=bytearray)
+    backlog: bytearray = field(default_factory=bytearray)  # read while held, not yet forwarded
     closed: bool = False
     client_ended: str | None = None
     received_when_ended: int = 0
@@ -58,7 +60,7 @@ class FlakyProxy:
         self.links: list[Link] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._flowing = asyncio.Event()
+        self._flowing = asyncio.Event()  # an Event only as a flag: nothing waits on it
         self._flowing.set()
         self._swallowing = False
 
@@ -90,6 +92,8 @@ class FlakyProxy:
 
     def release(self) -> None:
         self._flowing.set()
+        for link in self.links:
+            self._forward(link)
 
     def swallow(self) -> None:
         self._swallowing = True
@@ -133,11 +137,16 @@ class FlakyProxy:
     async def _pump_out(self, link: Link, reader: asyncio.StreamReader) -> None:
         while data := await reader.read(65536):
             link.sent += data
-            await self._flowing.wait()
-            if link.closed or link.upstream is None:
+            link.backlog += data
+            self._forward(link)
+            if link.closed:
                 return
-            link.upstream.write(data)
-            await link.upstream.drain()
+
+    def _forward(self, link: Link) -> None:
+        if not self._flowing.is_set() or link.closed or link.upstream is None or not link.backlog:
+            return
+        link.upstream.write(bytes(link.backlog))
+        link.backlog.clear()
 
     async def _pump_back(self, link: Link, reader: asyncio.StreamReader) -> None:
         try:
