@@ -27,6 +27,9 @@ class Metrics:
         self.held_requests = Gauge(
             "boshd_bosh_held_requests", "BOSH requests being held now.", registry=r
         )
+        self.tasks = Gauge(
+            "boshd_asyncio_tasks", "asyncio tasks alive (leak detection).", registry=r
+        )
         self.bytes_in = Counter(
             "boshd_client_bytes_received", "Bytes received from clients.", ["transport"], registry=r
         )

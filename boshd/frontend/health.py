@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -30,5 +32,6 @@ async def metrics(request: web.Request) -> web.Response:
         if isinstance(actor.core, BoshSession)
     )
     state.metrics.held_requests.set(held)
+    state.metrics.tasks.set(len(asyncio.all_tasks()))
     body = generate_latest(state.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

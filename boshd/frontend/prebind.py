@@ -36,6 +36,7 @@ from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
 from boshd.errors import ProtocolError
 from boshd.frontend.state import APP_STATE, AppState, client_ip
 from boshd.runtime.actor import SessionActor
+from boshd.upstream.connection import parse_stanza
 
 log = logging.getLogger("boshd.prebind")
 
@@ -84,7 +85,7 @@ class _Driver:
                 condition = body.condition.value if body.condition else "remote-stream-error"
                 raise PrebindError(502, condition, "the XMPP session ended")
             for data in body.payload:
-                element = etree.fromstring(data)
+                element = parse_stanza(data)
                 if element.tag in tag.split("|"):
                     return element
             body = await self.send()

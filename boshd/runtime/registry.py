@@ -19,7 +19,7 @@ from boshd.core.conditions import Condition
 from boshd.core.events import ConnectUpstream, CreateRequest, ResponseBody, SessionEnded, Shutdown
 from boshd.core.limits import TokenBucket
 from boshd.core.params import negotiate
-from boshd.errors import PolicyViolation, UpstreamError
+from boshd.errors import PolicyViolation, UpstreamError, UpstreamTimeout
 from boshd.metrics import Metrics
 from boshd.runtime.actor import FIRST_TOKEN, SessionActor, Upstream
 from boshd.upstream.connection import UpstreamConnection
@@ -192,6 +192,18 @@ class Registry:
     # ------------------------------------------------------------------ upstream
 
     async def connect(self, actor: SessionActor, action: ConnectUpstream) -> Upstream:
+        """Resolve and connect within upstream.connect_timeout, all of it (G-UP-02)."""
+        timeout = self.config.upstream.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._connect(actor, action)
+        except TimeoutError:
+            if actor.upstream is not None:
+                actor.upstream.abort()
+            actor.upstream = None
+            raise UpstreamTimeout(f"no usable upstream stream within {timeout:g}s") from None
+
+    async def _connect(self, actor: SessionActor, action: ConnectUpstream) -> Upstream:
         loop = asyncio.get_running_loop()
         started = loop.time()
         targets = await self.router.resolve(action.header.to, action.route)

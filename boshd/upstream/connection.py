@@ -61,6 +61,7 @@ BIND_JID = "{urn:ietf:params:xml:ns:xmpp-bind}bind/{urn:ietf:params:xml:ns:xmpp-
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"
 CLOSE_TAG = b"</stream:stream>"
 CLOSE_TIMEOUT = 5.0  # B-TERM-04: how long to wait for the server's closing tag
+RECYCLE_EVERY = 256  # stanzas between two fresh expat parsers (see Splitter.recycle)
 
 Sink = Callable[[UpstreamEvent], None]
 
@@ -78,6 +79,19 @@ def stream_header(header: StreamHeader) -> bytes:
     ).encode()
 
 
+# Stanzas from the server were already checked well-formed by the (strict) splitter; this
+# parser re-reads them for feature filtering and binding, and must accept what the splitter
+# accepts, such as a namespace name that is an IRI rather than an ASCII URI.
+_STANZA_PARSER = etree.XMLParser(
+    recover=True, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+)
+
+
+def parse_stanza(data: bytes) -> etree._Element:
+    """Parse one stanza the splitter relayed (well-formed by then)."""
+    return etree.fromstring(data, _STANZA_PARSER)
+
+
 def stream_error(condition: str) -> bytes:
     """A stream error of ours for the server (RFC 6120 §4.9)."""
     return (
@@ -87,7 +101,7 @@ def stream_error(condition: str) -> bytes:
 
 def filter_features(stanza: Stanza) -> Stanza:
     """Remove features the bridged client cannot use (C-NEG-01, W-TLS-02, X-SESS-08, A-23)."""
-    root = etree.fromstring(stanza.data)
+    root = parse_stanza(stanza.data)
     changed = False
     for child in list(root):
         tag = child.tag if isinstance(child.tag, str) else ""
@@ -110,7 +124,7 @@ def _bound_jid(stanza: Stanza) -> str | None:
     """The JID in a resource binding result (RFC 6120 §7.6.1), if this is one."""
     if b"xmpp-bind" not in stanza.data:
         return None
-    jid = etree.fromstring(stanza.data).findtext(BIND_JID)
+    jid = parse_stanza(stanza.data).findtext(BIND_JID)
     return jid.strip() if jid else None
 
 
@@ -119,8 +133,7 @@ def _is_features(stanza: Stanza) -> bool:
 
 
 def _has_child(stanza: Stanza, tag: str) -> bool:
-    root = etree.fromstring(stanza.data)
-    return root.find(tag) is not None
+    return parse_stanza(stanza.data).find(tag) is not None
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -138,6 +151,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._closing = False
         self.target: Target | None = None
         self.bound_jid: str | None = None
+        self._since_recycle = 0
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -168,6 +182,9 @@ class UpstreamConnection(asyncio.Protocol):
                 self._negotiating.put_nowait(event)
             return
         self._relay(events)
+        self._since_recycle += len(events)
+        if self._since_recycle >= RECYCLE_EVERY and self._splitter.recycle():
+            self._since_recycle = 0
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -213,6 +230,8 @@ class UpstreamConnection(asyncio.Protocol):
                                 batch = []
                             self.bound_jid = jid
                             self._sink(UpstreamBound(jid))
+                            # Logged in: the login's names need not stay in expat's tables.
+                            self._since_recycle = RECYCLE_EVERY
                     batch.append(filter_features(stanza) if _is_features(stanza) else stanza)
                     continue
                 case _ if batch:

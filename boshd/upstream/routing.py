@@ -55,18 +55,29 @@ class Target:
         return f"{self.host}:{self.port} ({self.tls})"
 
 
+def normalize(address: str) -> str | None:
+    """The canonical form of an IP address, also from spellings that resolvers accept
+    (``127.1``, ``2130706433``, ``0x7f000001``); None if it is not an address at all."""
+    try:
+        return str(ipaddress.ip_address(address.strip("[]")))
+    except ValueError:
+        pass
+    try:
+        return socket.inet_ntoa(socket.inet_aton(address))
+    except OSError:
+        return None
+
+
 def is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
+    """Only globally routable unicast addresses: no private, loopback, link-local, shared
+    (100.64/10, where cloud metadata services live), reserved or multicast ones."""
+    canonical = normalize(address)
+    if canonical is None:
+        return False
+    ip = ipaddress.ip_address(canonical)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+    return ip.is_global and not ip.is_multicast
 
 
 SrvLookup = Callable[[str, str], Awaitable[list[tuple[str, int]]]]
@@ -121,7 +132,7 @@ class Router:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise UpstreamError(f"cannot resolve {host!r}: {exc}") from None
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = [a for a in dict.fromkeys(normalize(str(info[4][0])) for info in infos) if a]
         allowed = [a for a in addresses if self.config.allow_private_addresses or is_public(a)]
         if not allowed:
             log.warning("refused %s: resolves only to non-public addresses %s", host, addresses)
@@ -139,9 +150,12 @@ class Router:
             except Exception as exc:  # the resolver raises several kinds; any is "no answer"
                 log.debug("SRV %s for %s: %s", service, domain, exc)
                 continue
-            for address, port in answers:
+            for answer, port in answers:
                 if tls == "direct-tls" and port == 5222:
                     continue  # no _xmpps-client record: the resolver fell back to A/AAAA
+                address = normalize(answer)
+                if address is None:
+                    continue
                 if not (self.config.allow_private_addresses or is_public(address)):
                     refused = True
                     continue

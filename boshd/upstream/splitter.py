@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 from xml.parsers import expat
 
 from boshd.core.conditions import StreamErrorCondition
@@ -108,20 +109,8 @@ class Splitter:
 
     def reset(self) -> None:
         """Forget everything and expect a brand new stream (XML declaration and header)."""
-        parser = expat.ParserCreate("UTF-8", " ")
-        parser.namespace_prefixes = True
-        if hasattr(parser, "SetReparseDeferralEnabled"):  # expat >= 2.6 (CPython >= 3.11.9)
-            # Deferral can hold back an element whose last bytes came in a small chunk.
-            parser.SetReparseDeferralEnabled(False)
-        parser.XmlDeclHandler = self._on_xml_decl
-        parser.StartDoctypeDeclHandler = self._on_doctype
-        parser.EntityDeclHandler = self._on_entity_decl
-        parser.CommentHandler = self._on_comment
-        parser.ProcessingInstructionHandler = self._on_pi
-        parser.StartNamespaceDeclHandler = self._on_ns_start
-        parser.StartElementHandler = self._on_start
-        parser.EndElementHandler = self._on_end
-        self._parser = parser
+        self._parser: Any = self._new_parser()
+        self._priming = False
         self._buf = bytearray()  # unconsumed input; _buf[0] is at absolute offset _base
         self._base = 0
         self._mark = 0  # absolute offset before which no byte is needed any more
@@ -142,12 +131,60 @@ class Splitter:
         self._scoped: list[tuple[int, str]] = []  # (level, prefix) declared below level 1
         self._used: set[str] = set()  # header prefixes its subtree uses
 
+    def recycle(self) -> bool:
+        """Between two top-level elements, let go of the expat parser; the next :meth:`feed`
+        starts a fresh one, primed with an equivalent stream header (the same root and
+        namespace declarations).
+
+        An expat parser holds about 9 KB once it has parsed anything, and keeps tables of
+        every name it has seen: about 15 KB after a login, growing with the vocabulary. An
+        idle session then holds none of that, an active one sheds it now and then; nothing
+        observable changes. Returns False (and does nothing) unless the stream is open and no
+        element is in progress.
+        """
+        if self._failed is not None or self._open != 1 or self._start >= 0 or self._buf.strip():
+            return False
+        self._parser = None
+        self._buf = bytearray()
+        return True
+
+    def _prime(self) -> None:
+        """A fresh parser, inside an equivalent stream (see recycle)."""
+        header = b"<" + self._root_qname + b"".join(self._header_decls.values()) + b">"
+        parser = self._new_parser()
+        self._parser = parser
+        self._open = 0
+        self._priming = True
+        try:
+            parser.Parse(header, False)
+        finally:
+            self._priming = False
+        self._base = self._mark = len(header)
+
+    def _new_parser(self) -> Any:
+        parser = expat.ParserCreate("UTF-8", " ")
+        parser.namespace_prefixes = True
+        if hasattr(parser, "SetReparseDeferralEnabled"):  # expat >= 2.6 (CPython >= 3.11.9)
+            # Deferral can hold back an element whose last bytes came in a small chunk.
+            parser.SetReparseDeferralEnabled(False)
+        parser.XmlDeclHandler = self._on_xml_decl
+        parser.StartDoctypeDeclHandler = self._on_doctype
+        parser.EntityDeclHandler = self._on_entity_decl
+        parser.CommentHandler = self._on_comment
+        parser.ProcessingInstructionHandler = self._on_pi
+        parser.StartNamespaceDeclHandler = self._on_ns_start
+        parser.StartElementHandler = self._on_start
+        parser.EndElementHandler = self._on_end
+        return parser
+
     def feed(self, data: bytes) -> list[SplitterEvent]:
         """Consume ``data``; return the events it completed, in stream order."""
         if self._failed is not None:
             raise SplitterError(
                 f"stream already failed: {self._failed.reason}", self._failed.stream_condition
             )
+        if self._parser is None:
+            self._prime()
         self._buf += data
         try:
             self._parser.Parse(data, False)
@@ -271,6 +308,8 @@ class Splitter:
                 if " " in key:
                     self._use(key.rpartition(" ")[2])
             return
+        if self._priming:
+            return  # recycle(): our own copy of the header, already reported once
         if ns != STREAMS_NS:
             raise SplitterError(
                 f"the server's stream root is {{{ns}}}{local}, not {{{STREAMS_NS}}}stream",

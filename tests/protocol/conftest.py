@@ -64,9 +64,23 @@ class Reply:
         return list(self.body) if self.body is not None else []
 
 
+_IRI_TOLERANT = etree.XMLParser(recover=True, resolve_entities=False, no_network=True)
+
+
+def parse_xml(data: bytes) -> etree._Element:
+    """Strict parse; libxml2 alone also refuses namespace names that are IRIs (non-ASCII),
+    which XML allows, so only that complaint is tolerated."""
+    try:
+        return etree.fromstring(data)
+    except etree.XMLSyntaxError as exc:
+        if "is not a valid URI" not in str(exc):
+            raise
+        return etree.fromstring(data, _IRI_TOLERANT)
+
+
 async def read_reply(resp: ClientResponse) -> Reply:
     raw = await resp.read()
-    body = etree.fromstring(raw) if raw.startswith(b"<") else None
+    body = parse_xml(raw) if raw.startswith(b"<") else None
     return Reply(resp.status, resp.headers, raw, body)
 
 

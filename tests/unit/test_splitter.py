@@ -511,3 +511,57 @@ def test_generated_streams_relay_every_stanza_exactly(
         restored.append(stanza.data[:cut] + stanza.data[cut + len(decls) :])
         assert ET.fromstring(stanza.data).tag == tag
     assert b"".join(restored) == b"".join(t[0] for t, _ in items)
+
+
+def test_recycle_between_stanzas_changes_nothing_and_frees_memory() -> None:
+    """A fresh parser primed with the same header relays the rest of the stream exactly as
+    before, and drops expat's accumulated name tables (idle memory, issue 7)."""
+    import gc
+    import tracemalloc
+
+    header = (
+        b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+        b"xmlns:stream='http://etherx.jabber.org/streams' xmlns:db='jabber:server:dialback' "
+        b"id='s1' from='example.com' version='1.0'>"
+    )
+    login = (
+        b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><session "
+        b"xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session></stream:features>"
+        b"<iq type='result' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+        b"<jid>a@example.com/r</jid></bind></iq>"
+    )
+    later = (
+        b"<message from='b@example.com/x' to='a@example.com/r'><body>hi</body>"
+        b"<db:x>uses a header prefix</db:x></message><presence/>"
+        b"<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>"
+        b"</stream:stream>"
+    )
+    plain, recycled = Splitter(), Splitter()
+    expected = plain.feed(header) + plain.feed(login) + plain.feed(later)
+    got = recycled.feed(header) + recycled.feed(login)
+    assert recycled.recycle()
+    got += recycled.feed(later)
+    assert got == expected
+
+    half = Splitter()
+    half.feed(header + login + b"<message><bo")
+    assert not half.recycle()  # never in the middle of an element
+
+    def retained(do_recycle: bool) -> float:
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        kept = []
+        for _ in range(200):
+            s = Splitter()
+            s.feed(header)
+            s.feed(login)
+            if do_recycle:
+                s.recycle()
+            kept.append(s)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        return sum(d.size_diff for d in after.compare_to(before, "filename")) / 200
+
+    assert retained(True) < 0.7 * retained(False)
