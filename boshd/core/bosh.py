@@ -70,13 +70,13 @@ from boshd.core.events import (
     UpstreamStreamError,
 )
 from boshd.core.limits import TrafficMeter
+from boshd.core.ns import STREAMS_NS
 from boshd.core.params import BoshLimits, SessionParams
-from boshd.core.stream import STREAMS_NS, StreamPhase, XmppStream, bounce, subject_matches
+from boshd.core.stream import StreamPhase, XmppStream, bounce, subject_matches
 from boshd.errors import ItemNotFound, PolicyViolation, ProtocolError
 
 log = logging.getLogger("boshd.bosh")
 
-XBOSH_NS = "urn:xmpp:xbosh"
 # Cap on cached responses kept for clients that acknowledge (B-ACK-04) so memory stays bounded.
 MAX_ACK_CACHE = 32
 # B-ACK-05: report a missed response only once it has been out this long (avoids reporting a

@@ -54,13 +54,11 @@ from boshd.core.events import (
     WsViolation,
 )
 from boshd.core.limits import TrafficLimits, TrafficMeter
+from boshd.core.ns import FRAMING_NS, STREAM_ERRORS_NS, STREAMS_NS
 from boshd.core.stream import StreamPhase, XmppStream, subject_matches
 
 log = logging.getLogger("boshd.websocket")
 
-FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
-STREAMS_NS = "http://etherx.jabber.org/streams"
-STREAM_ERRORS_NS = "urn:ietf:params:xml:ns:xmpp-streams"
 # StropheJS recognises a mid-session close only as exactly these bytes (§G.1).
 CLOSE_FRAME = f'<close xmlns="{FRAMING_NS}" />'.encode()
 OPEN_TIMEOUT = 30.0  # a client must send <open/> this soon after the handshake

@@ -37,13 +37,10 @@ from boshd.core.events import (
     Stanza,
     StreamHeader,
 )
+from boshd.core.ns import JABBER_CLIENT, STANZAS_NS
 from boshd.errors import InvalidState
 
 log = logging.getLogger("boshd.stream")
-
-JABBER_CLIENT = "jabber:client"
-STREAMS_NS = "http://etherx.jabber.org/streams"
-STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
 class StreamPhase(Enum):

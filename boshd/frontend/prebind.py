@@ -33,6 +33,7 @@ from aiohttp import web
 from lxml import etree
 
 from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
+from boshd.core.ns import BIND_NS, SASL_NS, STREAMS_NS
 from boshd.errors import ProtocolError
 from boshd.frontend.state import APP_STATE, AppState, client_ip
 from boshd.runtime.actor import SessionActor
@@ -40,9 +41,6 @@ from boshd.upstream.connection import parse_stanza
 
 log = logging.getLogger("boshd.prebind")
 
-SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
-BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
-STREAMS_NS = "http://etherx.jabber.org/streams"
 PREBIND_TIMEOUT = 15.0
 
 

@@ -40,6 +40,7 @@ from boshd.core.events import (
     UpstreamStanzas,
     UpstreamStreamError,
 )
+from boshd.core.ns import COMPRESS_FEATURE_NS, SASL_CB_NS, SASL_NS, STREAMS_NS, TLS_NS
 from boshd.errors import UpstreamError, UpstreamTimeout, UpstreamTLSError
 from boshd.upstream.routing import Target
 from boshd.upstream.splitter import (
@@ -53,12 +54,7 @@ from boshd.upstream.splitter import (
 
 log = logging.getLogger("boshd.upstream")
 
-STREAMS_NS = "http://etherx.jabber.org/streams"
-TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
-SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
-COMPRESS_FEATURE_NS = "http://jabber.org/features/compress"
 BIND_JID = "{urn:ietf:params:xml:ns:xmpp-bind}bind/{urn:ietf:params:xml:ns:xmpp-bind}jid"
-SASL_CB_NS = "urn:xmpp:sasl-cb:0"
 CLOSE_TAG = b"</stream:stream>"
 CLOSE_TIMEOUT = 5.0  # B-TERM-04: how long to wait for the server's closing tag
 RECYCLE_EVERY = 256  # stanzas between two fresh expat parsers (see Splitter.recycle)

@@ -24,9 +24,8 @@ from xml.parsers import expat
 
 from boshd.core.conditions import StreamErrorCondition
 from boshd.core.events import ServerStreamInfo, Stanza
+from boshd.core.ns import STREAMS_NS
 from boshd.errors import UpstreamError
-
-STREAMS_NS = "http://etherx.jabber.org/streams"
 
 _XML_LANG = "http://www.w3.org/XML/1998/namespace lang xml"
 _WHITESPACE = b" \t\r\n"

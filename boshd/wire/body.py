@@ -16,14 +16,8 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
+from boshd.core.ns import BOSH_NS, JABBER_CLIENT, STREAMS_NS, TLS_NS, XBOSH_NS, XML_NS
 from boshd.errors import BadRequest
-
-BOSH_NS = "http://jabber.org/protocol/httpbind"
-XBOSH_NS = "urn:xmpp:xbosh"
-XML_NS = "http://www.w3.org/XML/1998/namespace"
-JABBER_CLIENT = "jabber:client"
-STREAMS_NS = "http://etherx.jabber.org/streams"
-TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
 
 _XBOSH_RESTART = f"{{{XBOSH_NS}}}restart"
 _XBOSH_VERSION = f"{{{XBOSH_NS}}}version"

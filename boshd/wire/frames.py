@@ -11,6 +11,7 @@ from lxml import etree
 
 from boshd.core.conditions import StreamErrorCondition as SE
 from boshd.core.events import WsClose, WsOpen, WsStanza, WsViolation
+from boshd.core.ns import FRAMING_NS, JABBER_CLIENT, TLS_NS
 from boshd.errors import BadRequest
 from boshd.wire.parser import (
     XmlMalformed,
@@ -20,10 +21,6 @@ from boshd.wire.parser import (
     parse_fragment,
 )
 
-FRAMING_NS = "urn:ietf:params:xml:ns:xmpp-framing"
-STREAMS_NS = "http://etherx.jabber.org/streams"
-TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
-JABBER_CLIENT = "jabber:client"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
 ClientInput = WsOpen | WsClose | WsStanza | WsViolation
