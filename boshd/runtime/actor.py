@@ -182,7 +182,7 @@ class SessionActor:
         here, at once: it is next in line anyway and nothing else can run meanwhile, so order
         and single ownership are kept, and the hop to the task and back is saved (a request
         is answered without two task switches). Otherwise it is queued for the task."""
-        if self._parked and not self._inbox and not self._stepping:
+        if self._parked and not self._inbox and not self._stepping and not self._frames:
             self._step_inline(item)
             return
         if type(item) is UpstreamStanzas:
@@ -193,9 +193,7 @@ class SessionActor:
                 self._paused = True
                 self.upstream.pause_reading()
         self._inbox.append(item)
-        waker = self._wakeup
-        if waker is not None and not waker.done():
-            waker.set_result(None)
+        self._wake()
 
     def new_token(
         self, connection: asyncio.BaseTransport | None = None
@@ -249,6 +247,7 @@ class SessionActor:
             self._arm(self.core.next_deadline())
 
     def _wake(self) -> None:
+        self._parked = False  # from now on inputs queue until the task has run
         waker = self._wakeup
         if waker is not None and not waker.done():
             waker.set_result(None)
@@ -313,9 +312,7 @@ class SessionActor:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        waker = self._wakeup
-        if waker is not None and not waker.done():
-            waker.set_result(None)
+        self._wake()
 
     # ------------------------------------------------------------------ actions
 
