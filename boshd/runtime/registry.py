@@ -64,7 +64,7 @@ class Registry:
 
     # ------------------------------------------------------------------ creation
 
-    def _admit(self, client_ip: str) -> None:
+    def admit(self, client_ip: str) -> None:
         """Refuse new sessions while draining or over the configured limits (G-LIM-02)."""
         limits = self.config.limits
         if self.draining:
@@ -109,7 +109,7 @@ class Registry:
         Raises a ProtocolError (bad-request, host-unknown, improper-addressing, ...) before
         any upstream connection is attempted (B-SREQ-03/04).
         """
-        self._admit(client_ip)
+        self.admit(client_ip)
         limits = self.config.bosh_limits()
         params = negotiate(
             to=create.to,
@@ -185,9 +185,6 @@ class Registry:
         """Add a session created elsewhere (WebSocket) and start its task."""
         self._started(actor)
         self._start(actor)
-
-    def admit(self, client_ip: str) -> None:
-        self._admit(client_ip)
 
     # ------------------------------------------------------------------ upstream
 
