@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from boshd.config import Config
+from boshd.config import Config, secret_value
+
+
+class NotAdminApi(Exception):
+    """The URL answered, but not like the admin API."""
 
 
 def admin_endpoint(config: Config, url: str | None) -> tuple[str, str | None]:
@@ -29,11 +32,7 @@ def admin_endpoint(config: Config, url: str | None) -> tuple[str, str | None]:
 
 
 def admin_token(config: Config, token: str | None) -> str:
-    if token:
-        return token
-    if config.admin.token_file:
-        return Path(config.admin.token_file).read_text().strip()
-    return config.admin.token
+    return token or secret_value(config.admin.token, config.admin.token_file)
 
 
 async def _call(
@@ -44,7 +43,14 @@ async def _call(
         aiohttp.ClientSession(connector=connector) as http,
         http.request(method, base + path, headers={"Authorization": f"Bearer {token}"}) as resp,
     ):
-        return resp.status, await resp.json(content_type=None)
+        text = await resp.text()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise NotAdminApi(f"answered HTTP {resp.status} without the admin API's JSON")
+    return resp.status, data
 
 
 def _table(sessions: list[dict[str, Any]]) -> str:
@@ -71,6 +77,9 @@ def run(config: Config, args: argparse.Namespace) -> int:
         status, data = asyncio.run(_call(base, socket_path, token, method, path))
     except (aiohttp.ClientError, OSError) as exc:
         print(f"boshd: cannot reach the admin API at {socket_path or base}: {exc}", file=sys.stderr)
+        return 1
+    except NotAdminApi as exc:
+        print(f"boshd: {socket_path or base} is not the admin API: {exc}", file=sys.stderr)
         return 1
     if status >= 400:
         print(

@@ -633,9 +633,13 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
     for key, path in (
         ("prebind.secret_file", p.secret_file),
         ("admin.token_file", config.admin.token_file),
+        ("auth.token_secret_file", config.auth.token_secret_file),
     ):
         if path and not os.path.isfile(path):
             problems.append(f"{key}: no such file {path!r}")
+        elif path and not secret_value("", path):
+            # An empty secret must never mean "no secret" (it would open the endpoint).
+            problems.append(f"{key}: the file {path!r} is empty")
     a = config.admin
     if a.listen and not (a.token or a.token_file):
         problems.append("admin.token: the admin API needs token or token_file")
@@ -648,8 +652,6 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
     auth = config.auth
     if auth.mode == "token" and not (auth.token_secret or auth.token_secret_file):
         problems.append("auth.token_secret: mode 'token' needs token_secret or token_secret_file")
-    if auth.token_secret_file and not os.path.isfile(auth.token_secret_file):
-        problems.append(f"auth.token_secret_file: no such file {auth.token_secret_file!r}")
     if auth.mode == "subrequest" and not auth.subrequest_url.startswith(("http://", "https://")):
         problems.append(
             "auth.subrequest_url: mode 'subrequest' needs an http(s) URL, "
@@ -711,6 +713,16 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError([f"{path}: {exc.strerror}"]) from None
     return parse_config(raw, source=str(path))
+
+
+def secret_value(inline: str, path: str) -> str:
+    """A secret given inline or in a file (the file wins; surrounding whitespace dropped)."""
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return ""
+    return inline.strip()
 
 
 def config_path(cli_value: str | None) -> Path:

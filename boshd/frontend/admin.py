@@ -12,30 +12,26 @@ default) and authenticated by a bearer token compared in constant time.
 
 from __future__ import annotations
 
-import hmac
-from pathlib import Path
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from boshd.config import secret_value
 from boshd.core.conditions import Condition
 from boshd.core.events import Shutdown
-from boshd.frontend.state import APP_STATE, AppState
+from boshd.frontend.state import APP_STATE, AppState, bearer_matches
 
 ADMIN_STATE: web.AppKey[AppState] = web.AppKey("boshd_admin_state", AppState)
 KILL_CONDITIONS = (Condition.POLICY_VIOLATION, Condition.SYSTEM_SHUTDOWN)
 
 
 def admin_token(state: AppState) -> str:
-    a = state.config.admin
-    return Path(a.token_file).read_text().strip() if a.token_file else a.token
+    return secret_value(state.config.admin.token, state.config.admin.token_file)
 
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[ADMIN_STATE]
-    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(supplied.encode(), admin_token(state).encode()):
+    if not bearer_matches(request, admin_token(state)):
         return web.json_response({"error": "not-authorized"}, status=401)
     return await handler(request)
 

@@ -22,13 +22,12 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import jwt
 from aiohttp import web
 
-from boshd.config import AuthConfig
+from boshd.config import AuthConfig, secret_value
 
 log = logging.getLogger("boshd.auth")
 
@@ -51,9 +50,7 @@ class AuthRefused(Exception):
 class Authenticator:
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
-        self._secret = config.token_secret
-        if config.token_secret_file:
-            self._secret = Path(config.token_secret_file).read_text().strip()
+        self._secret = secret_value(config.token_secret, config.token_secret_file)
         self._cache: OrderedDict[str, tuple[float, Identity | AuthRefused]] = OrderedDict()
         self._http: aiohttp.ClientSession | None = None
 

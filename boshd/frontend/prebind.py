@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import json
 import logging
 import secrets
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 from lxml import etree
 
+from boshd.config import secret_value
+from boshd.core.conditions import Condition
 from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
 from boshd.core.ns import BIND_NS, SASL_NS, STREAMS_NS
 from boshd.errors import ProtocolError
-from boshd.frontend.state import APP_STATE, AppState, client_ip
+from boshd.frontend.state import APP_STATE, AppState, bearer_matches, client_ip
 from boshd.runtime.actor import SessionActor
 from boshd.upstream.connection import parse_stanza
 
@@ -57,8 +57,7 @@ def _error(status: int, error: str, text: str = "") -> web.Response:
 
 
 def secret_of(state: AppState) -> str:
-    p = state.config.prebind
-    return Path(p.secret_file).read_text().strip() if p.secret_file else p.secret
+    return secret_value(state.config.prebind.secret, state.config.prebind.secret_file)
 
 
 class _Driver:
@@ -91,8 +90,7 @@ class _Driver:
 
 async def handle_prebind(request: web.Request) -> web.Response:
     state = request.app[APP_STATE]
-    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(supplied.encode(), secret_of(state).encode()):
+    if not bearer_matches(request, secret_of(state)):
         return _error(401, "not-authorized", "bad prebind secret")
     try:
         spec = json.loads(await request.read())
@@ -141,11 +139,18 @@ async def _prebind(
         xmpp_version="1.0",
     )
     try:
+        # Authorised by the shared secret: the application server opens sessions for many
+        # users, so per-address limits do not apply (the global session cap does).
         actor, future = state.registry.create_bosh(
-            create, client_ip=client_ip(request, state.config), secure=request.secure
+            create,
+            client_ip=client_ip(request, state.config),
+            secure=request.secure,
+            per_address_limits=False,
         )
     except ProtocolError as exc:
-        raise PrebindError(400, exc.condition.value, exc.reason) from None
+        # Over the session cap or shutting down is the server's state, not a bad request.
+        busy = exc.condition in (Condition.POLICY_VIOLATION, Condition.SYSTEM_SHUTDOWN)
+        raise PrebindError(503 if busy else 400, exc.condition.value, exc.reason) from None
     body, _ = await future
     driver = _Driver(actor, rid)
     await driver.until(f"{{{STREAMS_NS}}}features", body)

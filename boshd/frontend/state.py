@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from dataclasses import dataclass
 
@@ -41,6 +42,17 @@ def client_ip(request: web.Request, config: Config) -> str:
             if not _trusted(hop, config.server.trusted_proxies):
                 return hop
     return peer
+
+
+def bearer_matches(request: web.Request, expected: str) -> bool:
+    """``Authorization: Bearer <expected>``, compared in constant time; an empty expected
+    secret (say, a token file truncated during rotation) matches nothing."""
+    if not expected:
+        return False
+    scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(supplied.strip().encode(), expected.encode())
 
 
 def is_secure(request: web.Request, config: Config) -> bool:

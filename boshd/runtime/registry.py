@@ -29,8 +29,12 @@ log = logging.getLogger("boshd.session")
 
 
 def new_sid() -> str:
-    """192 random bits, URL-safe (B-SRESP-01, B-SEC-01): unpredictable, never repeated."""
-    return secrets.token_urlsafe(24)
+    """192 random bits, URL-safe (B-SRESP-01, B-SEC-01): unpredictable, never repeated.
+    Never starting with '-', so a sid on a command line is not taken for an option."""
+    while True:
+        sid = secrets.token_urlsafe(24)
+        if sid[0] != "-":
+            return sid
 
 
 class Registry:
@@ -64,13 +68,15 @@ class Registry:
 
     # ------------------------------------------------------------------ creation
 
-    def admit(self, client_ip: str) -> None:
+    def admit(self, client_ip: str, *, per_address: bool = True) -> None:
         """Refuse new sessions while draining or over the configured limits (G-LIM-02)."""
         limits = self.config.limits
         if self.draining:
             raise PolicyViolation("shutting down", Condition.SYSTEM_SHUTDOWN)
         if len(self.sessions) >= limits.max_sessions:
             self._refuse("max_sessions")
+        if not per_address:
+            return
         if self.per_ip[client_ip] >= limits.max_sessions_per_ip:
             self._refuse("max_sessions_per_ip")
         if limits.session_rate_per_ip > 0:
@@ -103,13 +109,14 @@ class Registry:
         client_ip: str,
         secure: bool,
         subject: str | None = None,
+        per_address_limits: bool = True,
     ) -> tuple[SessionActor, asyncio.Future[tuple[ResponseBody, int]]]:
         """Negotiate and start a BOSH session; the future carries the creation response.
 
         Raises a ProtocolError (bad-request, host-unknown, improper-addressing, ...) before
         any upstream connection is attempted (B-SREQ-03/04).
         """
-        self.admit(client_ip)
+        self.admit(client_ip, per_address=per_address_limits)
         limits = self.config.bosh_limits()
         params = negotiate(
             to=create.to,

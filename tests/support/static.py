@@ -8,6 +8,9 @@ CORS for BOSH (a preflight: Strophe posts ``Content-Type: text/xml``, G-CORS-01)
 listens on a port the kernel picks (``127.0.0.1:0``, read back once bound) and sends every file
 with ``Cache-Control: no-store`` so a reloaded page never runs a stale script. Directory listings
 are off, symlinks are not followed out of a mapped directory (aiohttp's defaults).
+
+`routes` adds dynamic handlers (path -> aiohttp handler, any method) on the pages' origin, for
+what a web application serves next to its pages (e.g. a prebind endpoint, docs/api.md).
 """
 
 from __future__ import annotations
@@ -30,11 +33,18 @@ async def _no_store(request: web.Request, handler: Handler) -> web.StreamRespons
 class StaticServer:
     """Serve `mounts` (URL prefix -> directory) on ``http://127.0.0.1:<port>``."""
 
-    def __init__(self, mounts: Mapping[str, Path], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        mounts: Mapping[str, Path],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        routes: Mapping[str, Handler] | None = None,
+    ) -> None:
         for prefix, directory in mounts.items():
             if not directory.is_dir():
                 raise FileNotFoundError(f"static mount {prefix!r}: no directory {directory}")
         self.mounts = dict(mounts)
+        self.routes = dict(routes or {})
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -49,6 +59,8 @@ class StaticServer:
 
     async def start(self) -> StaticServer:
         app = web.Application(middlewares=[_no_store])
+        for path, handler in self.routes.items():  # before the static "/" mount, which matches all
+            app.router.add_route("*", path, handler)
         # Longest prefix first: aiohttp matches routes in registration order.
         for prefix, directory in sorted(self.mounts.items(), key=lambda m: -len(m[0])):
             app.router.add_static(prefix, directory)

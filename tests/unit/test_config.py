@@ -114,3 +114,25 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
     bad.write_text("[bosh\nmax_wait = ")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_empty_secret_files_are_refused(tmp_path: Path) -> None:
+    """An empty token or secret file is a configuration error, never 'no secret'."""
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "admin": {"listen": ["127.0.0.1:5281"], "token_file": str(empty)},
+                "prebind": {"path": "/prebind", "secret_file": str(empty)},
+                "auth": {"mode": "token", "token_secret_file": str(empty)},
+            }
+        )
+    assert sum("is empty" in p for p in info.value.problems) == 3
+
+
+def test_sids_never_start_with_a_dash() -> None:
+    """A sid on a command line (boshd sessions show SID) is never taken for an option."""
+    from boshd.runtime.registry import new_sid
+
+    assert all(not new_sid().startswith("-") for _ in range(5000))

@@ -43,6 +43,7 @@ from playwright.async_api import (
     async_playwright,
 )
 
+from boshd.config import LimitsConfig
 from tests.support.boshd import BoshdServer, boshd_config
 from tests.support.native import NativeClient
 from tests.support.prosody import PrivateProsody
@@ -294,6 +295,24 @@ async def assert_cors_allowed(responses: list[Response], origin: str) -> None:
         headers = await response.all_headers()
         assert response.status == 200, (response.status, await response.text())
         assert headers.get("access-control-allow-origin") == origin, headers
+
+
+def rejections(server: BoshdServer) -> dict[str, float]:
+    """What `server` refused from clients so far: ``boshd_rejections_total`` by ``kind``."""
+    return {
+        sample.labels["kind"]: sample.value
+        for family in server.daemon.state.metrics.rejections.collect()
+        for sample in family.samples
+        if sample.name == "boshd_rejections_total"
+    }
+
+
+def assert_no_limit_rejections(server: BoshdServer) -> None:
+    """Issue 9: boshd's default [limits] let real clients' login bursts through (no limit:*)."""
+    assert server.config.limits == LimitsConfig(), "expected boshd's default [limits]"
+    seen = rejections(server)
+    limited = {kind: n for kind, n in seen.items() if kind.startswith("limit:") and n}
+    assert not limited, f"boshd refused a browser client's traffic: {limited} (all: {seen})"
 
 
 async def _save_artifacts(node: pytest.Item, page: Page, log: PageLog) -> None:

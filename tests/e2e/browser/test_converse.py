@@ -21,6 +21,7 @@ from tests.e2e.browser.conftest import (
     WEB_USERS,
     PageLog,
     assert_cors_allowed,
+    assert_no_limit_rejections,
     assert_preflight_allowed,
     record_bosh_responses,
     record_preflights,
@@ -126,3 +127,4 @@ async def test_converse_auto_login_and_chat_with_a_native_client(
     if transport == "bosh":
         assert_preflight_allowed(preflights, web_boshd.bosh_url, static_pages.origin)
         await assert_cors_allowed(responses, static_pages.origin)
+    assert_no_limit_rejections(web_boshd)  # issue 9

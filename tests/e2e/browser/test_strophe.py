@@ -22,6 +22,7 @@ from tests.e2e.browser.conftest import (
     PageLog,
     WebBoshdFactory,
     assert_cors_allowed,
+    assert_no_limit_rejections,
     assert_preflight_allowed,
     record_bosh_responses,
     record_preflights,
@@ -174,6 +175,7 @@ async def test_strophe_login_roster_chat_and_disconnect(
     if transport == "bosh":
         assert_preflight_allowed(preflights, web_boshd.bosh_url, static_pages.origin)
         await assert_cors_allowed(responses, static_pages.origin)
+    assert_no_limit_rejections(web_boshd)  # issue 9
 
 
 async def test_strophe_bosh_session_survives_page_reload(
@@ -226,6 +228,7 @@ async def test_strophe_bosh_session_survives_page_reload(
     await eventually(lambda: not ours & upstream_sockets(prosody.c2s_port))
     assert page_log.errors() == []
     assert page_log.foreign_requests == []
+    assert_no_limit_rejections(web_boshd)  # issue 9: a login, a reload and a restore
 
 
 @pytest.mark.parametrize("via", ["boshd", "prosody-reference"])

@@ -5,6 +5,7 @@ import { $iq, $msg, $pres, Strophe } from '/node_modules/strophe.js/dist/strophe
 
 const S = Strophe.Status;
 const NAMES = Object.fromEntries(Object.entries(S).map(([name, code]) => [code, name]));
+const XRD_NS = 'http://docs.oasis-open.org/ns/xri/xrd-1.0';
 
 class Harness {
     constructor() {
@@ -82,6 +83,40 @@ class Harness {
         const { callback, done } = this._callback(S.CONNECTED, () => this._handlers());
         conn.connect(jid, password, callback);
         return done;
+    }
+
+    /** Attach to a BOSH session someone else created and logged in (prebinding): Strophe's
+     *  attach(jid, sid, rid, callback); its first request carries exactly `rid`. */
+    attach(service, jid, sid, rid, options = {}) {
+        const conn = this._open(service, options);
+        const { callback, done } = this._callback(S.ATTACHED, () => this._handlers());
+        conn.attach(jid, sid, rid, callback);
+        return done;
+    }
+
+    /** XEP-0156 discovery from the page: fetch a host-meta document (XRD, or JRD if the URL
+     *  ends in .json) cross-origin, without credentials; resolves with the announced
+     *  {bosh, websocket} URLs (null if absent). */
+    async discover(url) {
+        const response = await fetch(url, { mode: 'cors', credentials: 'omit' });
+        if (!response.ok) {
+            throw new Error(`host-meta ${url}: HTTP ${response.status}`);
+        }
+        let links;
+        if (url.endsWith('.json')) {
+            links = (await response.json()).links ?? [];
+        } else {
+            const xrd = new DOMParser().parseFromString(await response.text(), 'application/xml');
+            links = Array.from(xrd.getElementsByTagNameNS(XRD_NS, 'Link'), (link) => ({
+                rel: link.getAttribute('rel'),
+                href: link.getAttribute('href'),
+            }));
+        }
+        const href = (rel) => links.find((link) => link.rel === rel)?.href ?? null;
+        return {
+            bosh: href('urn:xmpp:alt-connections:xbosh'),
+            websocket: href('urn:xmpp:alt-connections:websocket'),
+        };
     }
 
     /** Re-attach to the BOSH session cached in sessionStorage (options.keepalive). */
