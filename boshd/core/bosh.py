@@ -187,10 +187,6 @@ class BoshSession:
     def held_count(self) -> int:
         return len(self._held)
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._queue_bytes
-
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
         return actions

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from boshd.core.conditions import Condition
+from boshd.core.events import CreateRequest
 from boshd.core.limits import TrafficLimits
 from boshd.errors import AddressingError, BadRequest
 
@@ -111,25 +112,13 @@ def content_type_for(requested: str | None, allowed: tuple[str, ...]) -> str:
     return requested.strip()
 
 
-def negotiate(
-    *,
-    to: str | None,
-    wait: int | None,
-    hold: int | None,
-    ver: str | None,
-    ack: int | None,
-    content: str | None,
-    lang: str | None,
-    route: str | None,
-    from_: str | None,
-    xmpp_version: str | None,
-    limits: BoshLimits,
-) -> SessionParams:
+def negotiate(create: CreateRequest, limits: BoshLimits) -> SessionParams:
     """Negotiate a session; raises a ProtocolError carrying the condition on bad input."""
+    to, wait, hold = create.to, create.wait, create.hold
     if to is None or not to.strip():
         # B-SREQ-03: we always need to know which XMPP service to reach.
         raise AddressingError("creation request without 'to'", Condition.IMPROPER_ADDRESSING)
-    client_ver = parse_version(ver) if ver is not None else None
+    client_ver = parse_version(create.ver) if create.ver is not None else None
     granted_ver = min(client_ver, BOSH_VERSION) if client_ver is not None else None
     granted_wait = limits.default_wait if wait is None else min(wait, limits.max_wait)
     granted_hold = 1 if hold is None else hold
@@ -146,11 +135,11 @@ def negotiate(
         polling=limits.polling,
         maxpause=limits.maxpause,
         ver=granted_ver,
-        ack=bool(limits.ack and ack == 1),
-        content_type=content_type_for(content, limits.allowed_content_types),
+        ack=bool(limits.ack and create.ack == 1),
+        content_type=content_type_for(create.content, limits.allowed_content_types),
         to=to.strip(),
-        lang=lang or "en",
-        route=route,
-        from_=from_,
-        xmpp_version=xmpp_version or "1.0",
+        lang=create.lang or "en",
+        route=create.route,
+        from_=create.from_,
+        xmpp_version=create.xmpp_version or "1.0",
     )

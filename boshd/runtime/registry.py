@@ -118,19 +118,7 @@ class Registry:
         """
         self.admit(client_ip, per_address=per_address_limits)
         limits = self.config.bosh_limits()
-        params = negotiate(
-            to=create.to,
-            wait=create.wait,
-            hold=create.hold,
-            ver=create.ver,
-            ack=create.ack,
-            content=create.content,
-            lang=create.lang,
-            route=create.route,
-            from_=create.from_,
-            xmpp_version=create.xmpp_version,
-            limits=limits,
-        )
+        params = negotiate(create, limits)
         self.router.check(params.to, params.route)
         sid = new_sid()
         while sid in self.sessions:  # pragma: no cover - 192 random bits

@@ -410,10 +410,6 @@ class UpstreamConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    @property
-    def is_open(self) -> bool:
-        return self._transport is not None and not self._closing
-
 
 def _tls_context(target: Target) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=target.ca_file or None)

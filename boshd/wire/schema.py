@@ -67,6 +67,7 @@ import xmlschema
 from lxml import etree
 from xmlschema.exceptions import XMLSchemaWarning
 
+from boshd.core.ns import BOSH_NS, XBOSH_NS, XML_NS
 from boshd.errors import BadRequest, ConfigError
 
 __all__ = [
@@ -80,9 +81,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HTTPBIND_NS: Final = "http://jabber.org/protocol/httpbind"
-XBOSH_NS: Final = "urn:xmpp:xbosh"
-XML_NS: Final = "http://www.w3.org/XML/1998/namespace"
+HTTPBIND_NS: Final = BOSH_NS
 XSI_NS: Final = "http://www.w3.org/2001/XMLSchema-instance"
 BODY_TAG: Final = f"{{{HTTPBIND_NS}}}body"
 

@@ -66,19 +66,7 @@ class Harness:
             newkey=newkey,
             lang="en",
         )
-        params = negotiate(
-            to=create.to,
-            wait=wait,
-            hold=hold,
-            ver=ver,
-            ack=ack,
-            content=None,
-            lang="en",
-            route=None,
-            from_=None,
-            xmpp_version="1.0",
-            limits=self.limits,
-        )
+        params = negotiate(create, self.limits)
         self.session = BoshSession("sid-1", create, params, self.limits, self.now)
         self.actions: list[Action] = []
         self.abandoned: set[int] = set()  # tokens the test declared gone
