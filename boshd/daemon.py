@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -162,6 +163,10 @@ class Daemon:
             if self.admin_runner is not None:
                 await self.admin_runner.setup()
                 await start_sites(self.admin_runner, self.config.admin.listen, None, inherit=False)
+            # Start-up objects (modules, the XSDs, the config) live as long as the process: move
+            # them out of the collector's sight so full collections scan sessions only.
+            gc.collect()
+            gc.freeze()
             log.info(
                 "boshd ready (pid %d, config %s)", os.getpid(), self.config.source or "built-in"
             )

@@ -102,6 +102,10 @@ class Upstream(Protocol):
 class ClientSocket(Protocol):
     """The WebSocket side of a session (see boshd.frontend.websocket)."""
 
+    def write_frames(self, frames: list[bytes]) -> bool:
+        """Write these frames now, without waiting; False if that is not possible."""
+        ...
+
     async def send_frame(self, data: bytes) -> None: ...
 
     async def close(self, code: int) -> None: ...
@@ -241,6 +245,8 @@ class SessionActor:
             self._crash("internal error", Condition.INTERNAL_SERVER_ERROR)
             self._wake()
             return
+        if self._frames and self._ws_close is None:
+            self._write_frames_now()
         if self.core.closed or self._frames or self._ws_close is not None:
             self._wake()  # the task writes frames, or winds the session down
         else:
@@ -266,6 +272,8 @@ class SessionActor:
                             if self.upstream is not None:
                                 self.upstream.resume_reading()
                     self._dispatch(item, now)
+                    if self._frames and self._ws_close is None:
+                        self._write_frames_now()
                     if self._frames or self._ws_close is not None:
                         await self._socket_io()
                     continue
@@ -379,6 +387,13 @@ class SessionActor:
                 case SessionEnded():
                     self._ended = action
                     self._on_end(self, action)
+
+    def _write_frames_now(self) -> None:
+        """Frames from the server go out at once when the socket can take them (the common
+        case); otherwise the task writes them and waits for the client (backpressure)."""
+        socket = self.socket
+        if socket is not None and socket.write_frames(self._frames):
+            self._frames = []
 
     async def _socket_io(self) -> None:
         """Write queued WebSocket frames in order, then the close if one was asked for."""

@@ -19,6 +19,11 @@ class MaskCheck:
     def feed(self, data: bytes) -> bool:
         """Account ``data``; False once an unmasked frame has been seen."""
         pos, end = 0, len(data)
+        if not self._header and not self._skip:
+            pos = self._whole_frames(data)
+            if pos >= end:
+                self._skip = pos - end  # the last frame's payload goes on in the next chunk
+                return not self.violated
         while pos < end and not self.violated:
             if self._skip:  # inside a payload
                 step = min(self._skip, end - pos)
@@ -38,6 +43,32 @@ class MaskCheck:
             self._skip = self._payload_length()
             self._header.clear()
         return not self.violated
+
+    def _whole_frames(self, data: bytes) -> int:
+        """The common case, a chunk that starts at a frame boundary: walk the frame headers
+        in place. Returns where it stopped: past the end (inside a payload), at the end, or
+        at a header split across chunks, which the general loop in :meth:`feed` picks up."""
+        pos, end = 0, len(data)
+        while pos + 2 <= end:
+            second = data[pos + 1]
+            if not second & 0x80:
+                self.violated = True
+                return end
+            short = second & 0x7F
+            if short < 126:
+                length, header = short, 6
+            elif short == 126:
+                if pos + 4 > end:
+                    break
+                length, header = int.from_bytes(data[pos + 2 : pos + 4], "big"), 8
+            else:
+                if pos + 10 > end:
+                    break
+                length, header = int.from_bytes(data[pos + 2 : pos + 10], "big"), 14
+            if pos + header > end:
+                break
+            pos += header + length
+        return pos
 
     def _header_length(self) -> int | None:
         if len(self._header) < 2:

@@ -50,3 +50,20 @@ def test_unmasked_frame_detected_after_masked_ones(before: int, size: int, chunk
     results = [check.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
     assert results[-1] is False
     assert check.violated
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    sizes=st.lists(st.sampled_from([0, 3, 125, 126, 300, 65536]), min_size=1, max_size=5),
+    bad=st.integers(-1, 4),
+    cut=st.integers(0, 20),
+)
+def test_frame_aligned_chunks_take_the_fast_walk(sizes: list[int], bad: int, cut: int) -> None:
+    """Chunks that start at frame boundaries (the usual case) give the same verdict as any
+    other split, including a header cut across two chunks (W-MSG-04)."""
+    frames = [frame(b"q" * n, masked=(i != bad)) for i, n in enumerate(sizes)]
+    unmasked = 0 <= bad < len(sizes)
+    check = MaskCheck()
+    results = [check.feed(f[:cut]) and check.feed(f[cut:]) for f in frames]
+    assert check.violated is unmasked
+    assert all(results) is not unmasked
