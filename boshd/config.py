@@ -206,6 +206,18 @@ class ServerConfig:
     graceful_timeout: float = opt(
         10.0, "On SIGTERM, how long to drain sessions before exiting.", _duration
     )
+    keepalive_timeout: float = opt(
+        75.0,
+        "Close a client connection that has had no request in hand for this long.",
+        _duration,
+        ">0",
+    )
+    fast_bosh: bool = opt(
+        True,
+        "Serve POST/OPTIONS on bosh_path with boshd's lean HTTP/1.1 code (strict requests "
+        "only; anything else on the connection goes to aiohttp). false: aiohttp serves all.",
+        _bool,
+    )
     trusted_proxies: tuple[str, ...] = opt(
         (),
         "Proxies whose X-Forwarded-For / X-Real-IP headers are believed ('unix' = clients "

@@ -36,6 +36,7 @@ from boshd.errors import ConfigError
 from boshd.frontend.admin import build_admin_app
 from boshd.frontend.app import build_app
 from boshd.frontend.auth import Authenticator
+from boshd.frontend.fasthttp import BoshdRunner
 from boshd.frontend.state import APP_STATE
 from boshd.sdnotify import Notifier, listen_fds, watchdog_interval
 
@@ -99,11 +100,12 @@ class Daemon:
         self.app = build_app(config)
         self.state = self.app[APP_STATE]
         self.tls = tls_context(config)
-        self.runner = web.AppRunner(
+        self.runner = BoshdRunner(
             self.app,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=config.server.graceful_timeout,
+            keepalive_timeout=config.server.keepalive_timeout,
         )
         self.admin_runner: web.AppRunner | None = None
         if config.admin.listen:

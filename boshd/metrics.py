@@ -57,6 +57,16 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.connections = Counter(
+            "boshd_client_connections",
+            "Client connections accepted, by the code serving them: 'fast' (boshd's BOSH "
+            "front), 'aiohttp' (everything else; also counts connections the fast front "
+            "handed over).",
+            ["server"],
+            registry=r,
+        )
+        self.fast_connections = self.connections.labels("fast")
+        self.aiohttp_connections = self.connections.labels("aiohttp")
         # Children used on every request, bound once: labels() costs a lookup each time.
         self.bosh_received = self.requests.labels("received")
         self.bosh_bytes_in = self.bytes_in.labels("bosh")

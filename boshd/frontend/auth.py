@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import aiohttp
 import jwt
-from aiohttp import web
 
 from boshd.config import AuthConfig, secret_value
+from boshd.frontend.view import RequestView
 
 log = logging.getLogger("boshd.auth")
 
@@ -63,7 +63,7 @@ class Authenticator:
             await self._http.close()
             self._http = None
 
-    def credential(self, request: web.Request) -> str | None:
+    def credential(self, request: RequestView) -> str | None:
         c = self.config
         if c.credential == "bearer":
             scheme, _, value = request.headers.get("Authorization", "").partition(" ")
@@ -74,7 +74,7 @@ class Authenticator:
             return request.cookies.get(c.cookie_name) or None
         return request.query.get(c.query_param) or None
 
-    async def check(self, request: web.Request) -> Identity | None:
+    async def check(self, request: RequestView) -> Identity | None:
         """None when authentication is off; an Identity, or AuthRefused."""
         if not self.enabled:
             return None
@@ -101,7 +101,7 @@ class Authenticator:
             raise AuthRefused(401, f"invalid token: {exc}") from None
         return Identity(str(claims["sub"]))
 
-    async def _ask(self, credential: str, request: web.Request) -> Identity:
+    async def _ask(self, credential: str, request: RequestView) -> Identity:
         key = hashlib.sha256(credential.encode()).hexdigest()  # never keep the secret itself
         now = time.monotonic()
         cached = self._cache.get(key)
@@ -120,7 +120,7 @@ class Authenticator:
             raise verdict
         return verdict
 
-    async def _subrequest(self, request: web.Request) -> Identity | AuthRefused:
+    async def _subrequest(self, request: RequestView) -> Identity | AuthRefused:
         c = self.config
         if self._http is None:
             self._http = aiohttp.ClientSession(

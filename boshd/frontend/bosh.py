@@ -9,8 +9,12 @@ clients (XEP-0124 §17.1, B-ERR-01/02).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from lxml import etree
@@ -22,6 +26,7 @@ from boshd.errors import BadRequest, PolicyViolation, ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import cors_headers, preflight
 from boshd.frontend.state import APP_STATE, AppState, client_ip
+from boshd.frontend.view import RequestView
 from boshd.runtime.actor import SessionActor
 from boshd.wire import body as wire
 from boshd.wire.parser import XmlTooLarge, parse_body
@@ -33,18 +38,50 @@ _SID = re.compile(rb"""\ssid\s*=\s*["']([A-Za-z0-9_\-]{1,64})["']""")
 _HEADERS = {"Cache-Control": "no-store"}
 
 
+@dataclass(slots=True)
+class HttpAnswer:
+    """An HTTP answer, independent of the server that writes it (aiohttp or the fast path).
+    ``close``: close the connection after it (B-HTTP-14)."""
+
+    status: int
+    body: bytes
+    content_type: str = DEFAULT_CONTENT_TYPE
+    cors: dict[str, str] | None = None
+    close: bool = False
+
+    def headers(self) -> dict[str, str]:
+        """B-HTTP-05: a Content-Length response, never chunked (the writers set the length);
+        B-HTTP-09/10: the session's type; G-CORS-02: CORS headers on every answer."""
+        headers = {**_HEADERS, "Content-Type": self.content_type}
+        if self.cors:
+            headers.update(self.cors)
+        return headers
+
+
+@dataclass(slots=True)
+class Pending:
+    """A request handed to its session; the answer comes when ``future`` is done."""
+
+    actor: SessionActor
+    future: asyncio.Future[tuple[ResponseBody, int]]
+    cors: dict[str, str] | None
+
+    def answer(self, state: AppState) -> HttpAnswer:
+        body, status = self.future.result()
+        return _answer(state, self.actor, body, status, self.cors)
+
+
+Outcome = HttpAnswer | Pending | Coroutine[Any, Any, HttpAnswer]
+"""What :func:`process` returns: an answer now, one a session will give, or work to await."""
+
+
 def _reply(
     body: ResponseBody,
     status: int = 200,
     content_type: str = DEFAULT_CONTENT_TYPE,
     cors: dict[str, str] | None = None,
-) -> web.Response:
-    """B-HTTP-05: a Content-Length response, never chunked; B-HTTP-09/10: the session's type;
-    G-CORS-02: CORS headers on every answer, errors included."""
-    headers = {**_HEADERS, "Content-Type": content_type}
-    if cors:
-        headers.update(cors)
-    return web.Response(body=wire.serialize(body), status=status, headers=headers)
+) -> HttpAnswer:
+    return HttpAnswer(status, wire.serialize(body), content_type, cors)
 
 
 def _terminate(condition: Condition) -> ResponseBody:
@@ -75,20 +112,42 @@ async def _read(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def settle(state: AppState, outcome: Outcome) -> HttpAnswer:
+    """Wait for an :data:`Outcome` to become an answer."""
+    if isinstance(outcome, HttpAnswer):
+        return outcome
+    if isinstance(outcome, Pending):
+        await outcome.future
+        return outcome.answer(state)
+    return await outcome
+
+
+def to_response(answer: HttpAnswer) -> web.Response:
+    return web.Response(body=answer.body, status=answer.status, headers=answer.headers())
+
+
 async def handle_post(request: web.Request) -> web.StreamResponse:
-    """POST /http-bind. CORS headers are added here rather than by a middleware, which would
-    cost every request (and every other route) an extra layer."""
+    """POST /http-bind served by aiohttp (chunked or oversized bodies, and every request when
+    the fast path is off; see boshd.frontend.fasthttp). CORS headers are added here rather
+    than by a middleware, which would cost every request (and every other route) a layer."""
     state: AppState = request.app[APP_STATE]
     origin = request.headers.get("Origin")
-    if origin is None:
-        return await _handle_post(request, state, None)
-    cors = cors_headers(state.config.cors, origin)
+    cors = None if origin is None else cors_headers(state.config.cors, origin)
+    state.metrics.bosh_received.inc()
     try:
-        response = await _handle_post(request, state, cors)
-    except web.HTTPException as exc:
-        exc.headers.update(cors)  # G-CORS-02: errors are readable too
-        raise
-    return response
+        data = await _read(request, state.config.limits.max_body_size)
+    except BodyTooLarge as exc:
+        state.metrics.rejections.labels("limit:max_body_size").inc()
+        outcome: Outcome = _reject_unparsed(
+            state, exc.head, PolicyViolation(exc.reason), request, cors
+        )
+    else:
+        outcome = process(state, request, data, cors)
+    answer = await settle(state, outcome)
+    if answer.close and request.transport is not None:
+        request.transport.close()
+        raise web.HTTPBadRequest(headers=answer.cors)
+    return to_response(answer)
 
 
 async def handle_options(request: web.Request) -> web.Response:
@@ -96,29 +155,25 @@ async def handle_options(request: web.Request) -> web.Response:
     return preflight(request.app[APP_STATE].config.cors, request)
 
 
-async def _handle_post(
-    request: web.Request, state: AppState, cors: dict[str, str] | None
-) -> web.StreamResponse:
+def process(
+    state: AppState, request: RequestView, data: bytes, cors: dict[str, str] | None
+) -> Outcome:
+    """One request body, already read: parse, validate, and answer it or hand it to its
+    session. Synchronous up to the point where something has to be awaited."""
     config = state.config
-    state.metrics.bosh_received.inc()
-    try:
-        data = await _read(request, config.limits.max_body_size)
-    except BodyTooLarge as exc:
-        state.metrics.rejections.labels("limit:max_body_size").inc()
-        return await _reject_unparsed(state, exc.head, PolicyViolation(exc.reason), request, cors)
     state.metrics.bosh_bytes_in.inc(len(data))
     try:
         root = parse_body(data, max_bytes=config.limits.max_body_size)
     except BadRequest as exc:
         state.metrics.rejections.labels("parse").inc()
-        return await _reject_unparsed(state, data, exc, request, cors)
+        return _reject_unparsed(state, data, exc, request, cors)
     try:
         state.schema.check(root)
     except BadRequest as exc:
         state.metrics.rejections.labels("schema").inc()
-        return await _reject_parsed(state, root, exc, cors)
+        return _reject_parsed(state, root, exc, cors)
     if wire.is_creation(root):
-        return await _create(state, root, request, cors)
+        return _create(state, root, request, cors)
     sid = root.get("sid", "")
     actor = state.registry.get(sid)
     if actor is None:
@@ -129,9 +184,7 @@ async def _handle_post(
         log.warning(
             "[%s] plain-HTTP request for a TLS session from %s", sid, client_ip(request, config)
         )
-        if request.transport is not None:
-            request.transport.close()
-        raise web.HTTPBadRequest()
+        return HttpAnswer(400, b"400: Bad Request", "text/plain; charset=utf-8", cors, True)
     actor.client_activity(nbytes_in=len(data))
     token, future = actor.new_token(request.transport)
     try:
@@ -140,8 +193,7 @@ async def _handle_post(
         actor.post(BoshRejected(token, Condition.BAD_REQUEST, exc.reason))
     else:
         actor.post(item)
-    body, status = await future
-    return _answer(state, actor, body, status, cors)
+    return Pending(actor, future, cors)
 
 
 def _answer(
@@ -150,17 +202,17 @@ def _answer(
     body: ResponseBody,
     status: int,
     cors: dict[str, str] | None,
-) -> web.Response:
-    response = _reply(body, status, actor.content_type, cors)
-    size = len(response.body)  # type: ignore[arg-type]
+) -> HttpAnswer:
+    answer = _reply(body, status, actor.content_type, cors)
+    size = len(answer.body)
     state.metrics.bosh_bytes_out.inc(size)
     actor.client_activity(nbytes_out=size)
-    return response
+    return answer
 
 
 async def _create(
-    state: AppState, root: etree._Element, request: web.Request, cors: dict[str, str] | None
-) -> web.StreamResponse:
+    state: AppState, root: etree._Element, request: RequestView, cors: dict[str, str] | None
+) -> HttpAnswer:
     legacy = root.get("ver") is None
     ip = client_ip(request, state.config)
     try:
@@ -191,7 +243,7 @@ async def _create(
 
 async def _reject_parsed(
     state: AppState, root: etree._Element, exc: BadRequest, cors: dict[str, str] | None
-) -> web.Response:
+) -> HttpAnswer:
     """A parsed body failed the schema: bad-request, and its session (if any) ends."""
     log.info("bad request: %s", exc.reason)
     sid = root.get("sid")
@@ -207,9 +259,9 @@ async def _reject_unparsed(
     state: AppState,
     data: bytes,
     exc: ProtocolError,
-    request: web.Request,
+    request: RequestView,
     cors: dict[str, str] | None,
-) -> web.Response:
+) -> HttpAnswer:
     """Unparseable or oversized: answer the condition; end the session it names (B-WRAP-06)."""
     log.info("bad request from %s: %s", client_ip(request, state.config), exc.reason)
     match = _SID.search(data[:4096])
@@ -221,7 +273,7 @@ async def _reject_unparsed(
 
 async def _kill_with(
     state: AppState, actor: SessionActor, exc: ProtocolError, cors: dict[str, str] | None
-) -> web.Response:
+) -> HttpAnswer:
     token, future = actor.new_token()
     actor.post(BoshRejected(token, exc.condition, exc.reason))
     body, status = await future

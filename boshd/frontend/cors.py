@@ -37,10 +37,17 @@ def cors_headers(cors: CorsConfig, origin: str | None) -> dict[str, str]:
 
 
 def preflight(cors: CorsConfig, request: web.Request) -> web.Response:
-    origin = request.headers.get("Origin")
+    status, headers = preflight_answer(cors, request.headers.get("Origin"))
+    if status == 403:
+        return web.Response(status=403, text="origin not allowed\n")
+    return web.Response(status=status, headers=headers)
+
+
+def preflight_answer(cors: CorsConfig, origin: str | None) -> tuple[int, dict[str, str]]:
+    """G-CORS-01: 204 with the allowed methods and headers, or 403 for a foreign origin."""
     headers = cors_headers(cors, origin)
     if not headers:
-        return web.Response(status=403, text="origin not allowed\n")
+        return 403, {}
     allowed = ["Content-Type", *cors.extra_headers]
     headers.update(
         {
@@ -49,4 +56,4 @@ def preflight(cors: CorsConfig, request: web.Request) -> web.Response:
             "Access-Control-Max-Age": str(int(cors.max_age)),
         }
     )
-    return web.Response(status=204, headers=headers)
+    return 204, headers

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from boshd.config import Config
 from boshd.frontend.auth import Authenticator
+from boshd.frontend.view import RequestView
 from boshd.metrics import Metrics
 from boshd.runtime.registry import Registry
 from boshd.wire.schema import BodySchema
@@ -27,7 +28,7 @@ class AppState:
 APP_STATE: web.AppKey[AppState] = web.AppKey("boshd_state", AppState)
 
 
-def client_ip(request: web.Request, config: Config) -> str:
+def client_ip(request: RequestView, config: Config) -> str:
     """The client's address; proxy headers only count from ``server.trusted_proxies``."""
     peer = request.remote or "unix"  # no address: a Unix socket listener
     if not config.server.trusted_proxies or not _trusted(peer, config.server.trusted_proxies):

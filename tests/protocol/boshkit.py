@@ -355,7 +355,9 @@ class RawHttp:
                 headers.append((name.decode("ascii"), value.strip().decode("latin-1")))
             response = RawResponse(status_line, int(match[1]), headers, b"")
             length = response.header("Content-Length")
-            if (response.header("Transfer-Encoding") or "").lower() == "chunked":
+            if response.status in (204, 304):
+                pass  # RFC 9110 §15.3.5, §15.4.5: never a body
+            elif (response.header("Transfer-Encoding") or "").lower() == "chunked":
                 response.body = await self._chunked()
             elif length is not None:
                 response.body = await self.reader.readexactly(int(length))

@@ -19,6 +19,7 @@ from boshd.config import Config, parse_config
 from boshd.frontend.app import build_app
 from boshd.frontend.state import APP_STATE
 from tests.support.fakexmpp import FakeXmppServer
+from tests.support.server import BoshdTestServer
 
 BOSH_NS = "http://jabber.org/protocol/httpbind"
 XBOSH_NS = "urn:xmpp:xbosh"
@@ -135,7 +136,7 @@ def make_app(aiohttp_client: Any, fake: FakeXmppServer) -> AppFactory:
 
     async def factory(**sections: dict[str, Any]) -> TestClient:
         config = test_config(fake.port, **sections)
-        return await aiohttp_client(build_app(config))
+        return await aiohttp_client(BoshdTestServer(build_app(config)))
 
     return factory
 

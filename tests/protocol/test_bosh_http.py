@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from boshd.frontend.app import build_app
+from boshd.frontend.fasthttp import BoshdRunner
 from tests.protocol.boshkit import (
     FAST_DRAIN,
     RawHttp,
@@ -354,7 +355,7 @@ async def test_tls_session_is_never_continued_over_plain_http(
     """A request for a session created over HTTPS that arrives over plain HTTP gets its
     connection closed without a terminate body, and the session lives on (B-HTTP-14,
     B-SEC-02)."""
-    runner = web.AppRunner(build_app(make_config(fake.port, server=FAST_DRAIN)))
+    runner = BoshdRunner(build_app(make_config(fake.port, server=FAST_DRAIN)))
     await runner.setup()
     plain, secure = _listening_socket(), _listening_socket()
     plain_port, tls_port = plain.getsockname()[1], secure.getsockname()[1]

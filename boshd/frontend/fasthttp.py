@@ -1,0 +1,483 @@
+"""A lean HTTP/1.1 front for the BOSH hot path; aiohttp serves everything else.
+
+Why it exists (issue 7): a BOSH message costs two HTTP requests and two responses, and on the
+benchmark a quarter of boshd's CPU went to aiohttp's general request machinery (request and
+response objects, routing, a handler coroutine per request). Here a request to the BOSH
+endpoint is read from the connection's buffer, handed to the same decision code aiohttp's
+handler uses (:func:`boshd.frontend.bosh.process`), and answered with one ``write``; a held
+request costs a future callback, not a suspended coroutine.
+
+What it serves itself: ``POST`` and ``OPTIONS`` on ``server.bosh_path``, in a strict form only:
+HTTP/1.0 or 1.1, a request line and header fields that match the RFC 9112 grammar with CRLF
+line ends and no obsolete line folding, at most one ``Content-Length`` (digits, within
+``limits.max_body_size``) and no ``Transfer-Encoding``, ``Upgrade`` or ``Expect``. Anything
+else -- another path or method, a WebSocket upgrade, health or metrics, a chunked or oversized
+body, a malformed head -- is not parsed any further: the connection, with every byte not yet
+consumed, is handed to aiohttp's protocol *before* that request is touched, so aiohttp sees
+exactly what the client sent and answers it (with its own limits and errors). A connection
+stays with aiohttp from then on. With ``server.fast_bosh = false`` aiohttp serves everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from email.utils import formatdate
+from functools import partial
+from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, cast
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
+from yarl import URL
+
+from boshd.frontend import bosh
+from boshd.frontend.cors import cors_headers, preflight_answer
+from boshd.frontend.state import APP_STATE, AppState
+
+log = logging.getLogger("boshd.http")
+
+MAX_HEAD = 16 * 1024
+"""A head (request line and fields) longer than this goes to aiohttp, which refuses it."""
+
+_REQUEST_LINE = re.compile(rb"(POST|OPTIONS) (/[!-~]*) HTTP/1\.([01])\r\n")
+# field-name ":" OWS field-value OWS CRLF; the value is VCHAR/obs-text with inner SP/HTAB.
+_FIELD = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)"  # field-name (a token)
+    rb":[ \t]*"
+    rb"((?:[!-~\x80-\xff](?:[ \t]*[!-~\x80-\xff])*)?)"  # field-value, no CR, LF or NUL
+    rb"[ \t]*\r\n"
+)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_DIGITS = re.compile(rb"[0-9]{1,12}")
+_HANDED_OVER = ("transfer-encoding", "upgrade", "expect")
+
+
+class FastRequest:
+    """One request as :class:`boshd.frontend.view.RequestView` describes it."""
+
+    __slots__ = ("_cookies", "headers", "method", "remote", "secure", "target", "transport")
+
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        headers: CIMultiDictProxy[str],
+        remote: str | None,
+        secure: bool,
+        transport: asyncio.Transport,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.remote = remote
+        self.secure = secure
+        self.transport: asyncio.Transport | None = transport
+        self._cookies: dict[str, str] | None = None
+
+    @property
+    def rel_url(self) -> URL:
+        return URL(self.target, encoded=True)
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        return self.rel_url.query
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            jar: SimpleCookie = SimpleCookie()
+            for line in self.headers.getall("Cookie", ()):
+                try:
+                    jar.load(line)
+                except CookieError:
+                    continue
+            self._cookies = {name: morsel.value for name, morsel in jar.items()}
+        return self._cookies
+
+
+class _Head:
+    __slots__ = ("close", "keep_alive_10", "length", "request")
+
+    def __init__(self, request: FastRequest, length: int, close: bool, keep_alive_10: bool):
+        self.request = request
+        self.length = length
+        self.close = close
+        self.keep_alive_10 = keep_alive_10
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _date_header() -> bytes:
+    """RFC 9110 §6.6.1: an origin server with a clock sends Date; formatted once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n")
+    return _date_cache[1]
+
+
+class FastServer:
+    """Protocol factory for the listening sockets: a :class:`FastBoshProtocol` per connection
+    (or aiohttp's handler when the fast path is off). Stands in for aiohttp's ``web.Server``
+    in the runner, delegating everything else to it, and takes part in its shutdown."""
+
+    def __init__(self, inner: web.Server, app: web.Application) -> None:
+        self._inner = inner
+        self.state: AppState = app[APP_STATE]
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[FastBoshProtocol] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+        self._drained = asyncio.Event()
+
+    def forget(self, connection: FastBoshProtocol) -> None:
+        self.connections.discard(connection)
+        if self.closing and not self.connections:
+            self._drained.set()
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.state.config.server.fast_bosh and self.state.config.server.bosh_path:
+            self.state.metrics.fast_connections.inc()
+            return FastBoshProtocol(self)
+        return self.aiohttp_protocol()
+
+    def aiohttp_protocol(self) -> asyncio.Protocol:
+        self.state.metrics.aiohttp_connections.inc()
+        return self._inner()
+
+    def pre_shutdown(self) -> None:
+        self.closing = True
+        self._inner.pre_shutdown()
+        for connection in list(self.connections):
+            connection.close_when_idle()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        await self._inner.shutdown(timeout)
+        if self.connections:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout or 0.0)
+        for connection in list(self.connections):
+            connection.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class BoshdRunner(web.AppRunner):
+    """``web.AppRunner`` whose listeners start with the fast BOSH protocol."""
+
+    async def _make_server(self) -> web.Server:
+        inner = await super()._make_server()
+        return cast(web.Server, FastServer(inner, self.app))
+
+
+class FastBoshProtocol(asyncio.Protocol):
+    """One client connection until it is handed to aiohttp (see the module docstring).
+
+    Requests on a connection are answered in order, one at a time (RFC 9112 §9.3.2); bytes of
+    a pipelined request wait in the buffer, and reading pauses if they pile up."""
+
+    __slots__ = (
+        "_buffer",
+        "_busy",
+        "_close_after",
+        "_closed",
+        "_last",
+        "_paused",
+        "_remote",
+        "_secure",
+        "_server",
+        "_timer",
+        "_transport",
+    )
+
+    def __init__(self, server: FastServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._busy = False  # a request is being answered
+        self._close_after = False
+        self._closed = False
+        self._paused = False
+        self._last = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._secure = False
+        self._remote: str | None = None
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._secure = transport.get_extra_info("sslcontext") is not None
+        peer = transport.get_extra_info("peername")
+        self._remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        self._server.connections.add(self)
+        self._last = self._server.loop.time()
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._busy:
+            self._serve()
+        elif len(self._buffer) > MAX_HEAD + self._max_body() and not self._paused:
+            assert self._transport is not None
+            self._transport.pause_reading()  # a pipelining client waits for its answers
+            self._paused = True
+
+    def eof_received(self) -> bool:
+        # The transport closes, so a held request whose client went away is seen as such
+        # (is_closing) and nothing is delivered into it; aiohttp does the same.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._forget()
+
+    # ------------------------------------------------------------------ control
+
+    def close_when_idle(self) -> None:
+        self._close_after = True
+        if not self._busy and self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _forget(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._server.forget(self)
+
+    def _arm_idle(self) -> None:
+        timeout = self._server.state.config.server.keepalive_timeout
+        self._timer = self._server.loop.call_at(self._last + timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        """A connection with no request in hand for ``server.keepalive_timeout`` is closed;
+        a head that trickles in counts as idle (slowloris)."""
+        self._timer = None
+        if self._closed or self._transport is None:
+            return
+        timeout = self._server.state.config.server.keepalive_timeout
+        if not self._busy and self._server.loop.time() - self._last >= timeout:
+            self._transport.close()
+            return
+        if self._busy:
+            self._last = self._server.loop.time()
+        self._arm_idle()
+
+    def _max_body(self) -> int:
+        return self._server.state.config.limits.max_body_size
+
+    # ------------------------------------------------------------------ requests
+
+    def _serve(self) -> None:
+        """Answer every complete request in the buffer, in order, while none is in hand."""
+        while not self._busy and not self._closed and not self._close_after:
+            buffer = self._buffer
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if (
+                    len(buffer) > MAX_HEAD
+                    or (buffer and not _could_be_ours(buffer))
+                    or _BARE_LF.search(buffer)  # lines end in LF alone: never ours
+                ):
+                    self._hand_over()
+                return
+            head = self._parse_head(end)
+            if head is None:
+                self._hand_over()
+                return
+            total = end + 4 + head.length
+            if len(buffer) < total:
+                return  # the body is still coming
+            body = bytes(buffer[end + 4 : total])
+            del buffer[:total]
+            self._handle(head, body)
+        if self._paused and not self._busy and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def _parse_head(self, end: int) -> _Head | None:
+        """The head if it is one the fast path serves, else None (the connection goes to
+        aiohttp). ``end`` is where the blank line starts."""
+        buffer = self._buffer
+        line = _REQUEST_LINE.match(buffer, 0, end + 2)
+        if line is None:
+            return None
+        config = self._server.state.config
+        target = line[2]
+        path = target.split(b"?", 1)[0]
+        if b"%" in path or path.decode("ascii") != config.server.bosh_path:
+            return None
+        fields: CIMultiDict[str] = CIMultiDict()
+        pos, stop = line.end(), end + 2
+        lengths: list[bytes] = []
+        while pos < stop:
+            field = _FIELD.match(buffer, pos, stop)
+            if field is None:
+                return None
+            name = field[1].decode("ascii").lower()
+            if name == "content-length":
+                lengths.append(field[2])
+            elif name in _HANDED_OVER:
+                return None
+            fields.add(name, field[2].decode("latin-1"))
+            pos = field.end()
+        http10 = line[3] == b"0"
+        if not http10 and len(fields.getall("host", ())) != 1:
+            return None  # RFC 9112 §3.2: exactly one Host in HTTP/1.1; aiohttp decides
+        length = 0
+        if lengths:
+            if len(lengths) != 1 or not _DIGITS.fullmatch(lengths[0]):
+                return None
+            length = int(lengths[0])
+        method = line[1].decode("ascii")
+        if method == "POST" and (not lengths or length > config.limits.max_body_size):
+            return None  # chunked, unknown or oversized: aiohttp reads it (G-LIM-01)
+        if method == "OPTIONS" and length:
+            return None
+        tokens = {t.strip().lower() for t in fields.get("connection", "").split(",") if t.strip()}
+        if tokens - {"close", "keep-alive"}:
+            return None
+        close = "close" in tokens or (http10 and "keep-alive" not in tokens)
+        assert self._transport is not None
+        request = FastRequest(
+            method,
+            target.decode("ascii"),
+            CIMultiDictProxy(fields),
+            self._remote,
+            self._secure,
+            self._transport,
+        )
+        return _Head(request, length, close, http10 and not close)
+
+    def _handle(self, head: _Head, body: bytes) -> None:
+        request = head.request
+        state = self._server.state
+        origin = request.headers.get("Origin")
+        if head.close:
+            self._close_after = True
+        if request.method == "OPTIONS":
+            status, headers = preflight_answer(state.config.cors, origin)  # G-CORS-01
+            if status == 403:
+                answer = bosh.HttpAnswer(403, b"origin not allowed\n", "text/plain; charset=utf-8")
+            else:
+                answer = bosh.HttpAnswer(status, b"", "", headers)
+            self._write(answer, head)
+            return
+        cors = None if origin is None else cors_headers(state.config.cors, origin)
+        state.metrics.bosh_received.inc()
+        try:
+            outcome = bosh.process(state, request, body, cors)
+        except Exception:
+            log.exception("BOSH request failed")
+            self._write(_internal_error(cors), head)
+            return
+        if isinstance(outcome, bosh.HttpAnswer):
+            self._write(outcome, head)
+            return
+        self._busy = True
+        if isinstance(outcome, bosh.Pending):
+            outcome.future.add_done_callback(partial(self._pending_done, outcome, head))
+            return
+        task = self._server.loop.create_task(outcome)
+        self._server.tasks.add(task)
+        task.add_done_callback(partial(self._task_done, head, cors))
+
+    def _pending_done(self, pending: bosh.Pending, head: _Head, _: object) -> None:
+        if pending.future.cancelled():
+            answer = _internal_error(pending.cors)
+        else:
+            answer = pending.answer(self._server.state)
+        self._finish(answer, head)
+
+    def _task_done(self, head: _Head, cors: dict[str, str] | None, task: asyncio.Task[Any]) -> None:
+        self._server.tasks.discard(task)
+        if task.cancelled():
+            answer = _internal_error(cors)
+        elif task.exception() is not None:
+            log.error("BOSH request failed", exc_info=task.exception())
+            answer = _internal_error(cors)
+        else:
+            answer = task.result()
+        self._finish(answer, head)
+
+    def _finish(self, answer: bosh.HttpAnswer, head: _Head) -> None:
+        self._busy = False
+        self._write(answer, head)
+        if self._buffer or self._paused:
+            self._serve()
+
+    def _write(self, answer: bosh.HttpAnswer, head: _Head) -> None:
+        transport = self._transport
+        if transport is None or self._closed or transport.is_closing():
+            return
+        self._last = self._server.loop.time()
+        if answer.close or self._server.closing:
+            self._close_after = True
+        status = answer.status
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)), _date_header()]
+        headers = answer.headers() if answer.content_type else dict(answer.cors or {})
+        for name, value in headers.items():
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if status != 204:
+            parts.append(b"Content-Length: %d\r\n" % len(answer.body))
+        if self._close_after:
+            parts.append(b"Connection: close\r\n")
+        elif head.keep_alive_10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        if status != 204:
+            parts.append(answer.body)
+        transport.write(b"".join(parts))
+        if self._close_after:
+            transport.close()  # after the buffered answer has gone out
+            self._closed = True
+            self._forget()
+
+    # ------------------------------------------------------------------ hand-over
+
+    def _hand_over(self) -> None:
+        """Give the connection, and every byte not yet consumed, to aiohttp."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._closed = True  # for this object: nothing more is read or written here
+        self._forget()
+        protocol = self._server.aiohttp_protocol()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        data, self._buffer = bytes(self._buffer), bytearray()
+        if data:
+            protocol.data_received(data)
+
+
+def _could_be_ours(buffer: bytearray) -> bool:
+    """False as soon as the first bytes cannot start a POST or OPTIONS request line."""
+    start = bytes(buffer[:9])
+    return b"POST /".startswith(start[:6]) or b"OPTIONS /".startswith(start[:9])
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def _internal_error(cors: dict[str, str] | None) -> bosh.HttpAnswer:
+    return bosh.HttpAnswer(
+        500, b"500: Internal Server Error", "text/plain; charset=utf-8", cors, close=True
+    )
