@@ -2,7 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+
+
+class Tally:
+    """One labelled counter value without a lock: boshd counts on its event loop thread
+    only, and these are bumped several times per message (issue 7)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+
+class TallyCounter:
+    """A Prometheus counter family made of :class:`Tally` children, exported at scrape time
+    with the same name and labels a ``prometheus_client.Counter`` would have."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: list[str], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.children: dict[tuple[str, ...], Tally] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> Tally:
+        return self.children.setdefault(values, Tally())
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, tally in self.children.items():
+            family.add_metric(list(values), tally.value)
+        yield family
 
 
 class Metrics:
@@ -21,7 +63,7 @@ class Metrics:
             ["transport", "condition"],
             registry=r,
         )
-        self.requests = Counter(
+        self.requests = TallyCounter(
             "boshd_http_requests", "BOSH HTTP requests handled.", ["outcome"], registry=r
         )
         self.held_requests = Gauge(
@@ -30,13 +72,13 @@ class Metrics:
         self.tasks = Gauge(
             "boshd_asyncio_tasks", "asyncio tasks alive (leak detection).", registry=r
         )
-        self.bytes_in = Counter(
+        self.bytes_in = TallyCounter(
             "boshd_client_bytes_received", "Bytes received from clients.", ["transport"], registry=r
         )
-        self.bytes_out = Counter(
+        self.bytes_out = TallyCounter(
             "boshd_client_bytes_sent", "Bytes sent to clients.", ["transport"], registry=r
         )
-        self.stanzas = Counter(
+        self.stanzas = TallyCounter(
             "boshd_stanzas_relayed",
             "Elements relayed, by direction (up = to the server).",
             ["transport", "direction"],

@@ -470,11 +470,11 @@ def _could_be_ours(buffer: bytearray) -> bool:
     return b"POST /".startswith(start[:6]) or b"OPTIONS /".startswith(start[:9])
 
 
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
 def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode()
-    except ValueError:
-        return b"Unknown"
+    return _REASONS.get(status, b"Unknown")
 
 
 def _internal_error(cors: dict[str, str] | None) -> bosh.HttpAnswer:
