@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from xml.sax.saxutils import escape
@@ -112,6 +111,44 @@ class _Cached:
 class BoshSession:
     """Pure BOSH session: inputs with ``now`` in, actions out, one deadline."""
 
+    # Slots: thousands of these live at once; a dict per instance would be ~1 KB more.
+    __slots__ = (
+        "_abandoned",
+        "_actions",
+        "_age_deadline",
+        "_announce_server",
+        "_before_open",
+        "_cache",
+        "_early",
+        "_end_condition",
+        "_end_reason",
+        "_held",
+        "_key",
+        "_last_answer_had_payload",
+        "_last_new_at",
+        "_last_response_at",
+        "_last_rid",
+        "_last_was_empty",
+        "_limit_hit",
+        "_meter",
+        "_pause_until",
+        "_queue",
+        "_queue_bytes",
+        "_state",
+        "_terminal",
+        "created_at",
+        "creation_rid",
+        "jid",
+        "limits",
+        "params",
+        "requests",
+        "required_subject",
+        "sid",
+        "stanzas_down",
+        "stanzas_up",
+        "stream",
+    )
+
     def __init__(
         self,
         sid: str,
@@ -143,7 +180,7 @@ class BoshSession:
         self._actions: list[Action] = []
         self._last_rid = create.rid  # highest rid processed, in order
         self._early: dict[int, BoshRequest] = {}
-        self._held: deque[_Held] = deque()
+        self._held: list[_Held] = []  # a few at most (hold); an empty deque is 0.5 KB
         self._cache: dict[int, _Cached] = {}  # rid -> answer, insertion order = rid order
         self._queue: list[Stanza] = []
         self._queue_bytes = 0
@@ -561,7 +598,7 @@ class BoshSession:
         return ResponseBody(payload=self._take_queue(), declare_stream_ns=declare)
 
     def _answer_oldest(self, now: float, body: ResponseBody) -> None:
-        held = self._held.popleft()
+        held = self._held.pop(0)
         self._abandoned.discard(held.token)
         self._last_answer_had_payload = bool(body.payload)
         self._respond(held.token, body, now, cache_rid=held.rid)

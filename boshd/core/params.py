@@ -21,6 +21,7 @@ content         honoured only for allowed XML/text types in UTF-8 (B-HTTP-09, A-
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from boshd.core.conditions import Condition
@@ -94,9 +95,25 @@ def parse_version(value: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+# A media type's parameters as RFC 9110 §5.6.6 allows them: token=token or token="quoted".
+_PARAMETERS = re.compile(
+    r"(?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+="  # ; name=
+    r"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"[ !#-\[\]-~]*\"))*"  # token or quoted string
+    r"[ \t]*"
+)
+
+
 def content_type_for(requested: str | None, allowed: tuple[str, ...]) -> str:
-    """The Content-Type of every response of the session (B-HTTP-09/10, A-9)."""
+    """The Content-Type of every response of the session (B-HTTP-09/10, A-9). It is echoed
+    into every response's headers, so anything but a plain media type with well-formed
+    parameters (a CR or LF from a character reference, say) falls back to the default."""
     if not requested:
+        return DEFAULT_CONTENT_TYPE
+    stripped = requested.strip()
+    _, semicolon, rest = stripped.partition(";")
+    if not (stripped.isascii() and stripped.isprintable()) or not _PARAMETERS.fullmatch(
+        semicolon + rest
+    ):
         return DEFAULT_CONTENT_TYPE
     media, _, params = requested.partition(";")
     media = media.strip().lower()
@@ -109,7 +126,7 @@ def content_type_for(requested: str | None, allowed: tuple[str, ...]) -> str:
             "utf8",
         ):
             return DEFAULT_CONTENT_TYPE  # we only ever send UTF-8
-    return requested.strip()
+    return stripped
 
 
 def negotiate(create: CreateRequest, limits: BoshLimits) -> SessionParams:

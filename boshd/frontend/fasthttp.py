@@ -28,10 +28,10 @@ import time
 from email.utils import formatdate
 from functools import partial
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp._cookie_helpers import parse_cookie_header  # what web.Request.cookies uses
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
@@ -43,6 +43,9 @@ log = logging.getLogger("boshd.http")
 
 MAX_HEAD = 16 * 1024
 """A head (request line and fields) longer than this goes to aiohttp, which refuses it."""
+MAX_FIELD = 8190
+"""A longer field line goes to aiohttp, whose default limit this is."""
+_UNSAFE_VALUE = re.compile("[\r\n\x00]")
 
 _REQUEST_LINE = re.compile(rb"(POST|OPTIONS) (/[!-~]*) HTTP/1\.([01])\r\n")
 # field-name ":" OWS field-value OWS CRLF; the value is VCHAR/obs-text with inner SP/HTAB.
@@ -89,14 +92,10 @@ class FastRequest:
 
     @property
     def cookies(self) -> dict[str, str]:
+        """Parsed as aiohttp parses them (lenient about values browsers do send)."""
         if self._cookies is None:
-            jar: SimpleCookie = SimpleCookie()
-            for line in self.headers.getall("Cookie", ()):
-                try:
-                    jar.load(line)
-                except CookieError:
-                    continue
-            self._cookies = {name: morsel.value for name, morsel in jar.items()}
+            parsed = parse_cookie_header(self.headers.get("Cookie", ""))
+            self._cookies = {name: morsel.value for name, morsel in parsed}
         return self._cookies
 
 
@@ -125,11 +124,17 @@ def _date_header() -> bytes:
 class FastServer:
     """Protocol factory for the listening sockets: a :class:`FastBoshProtocol` per connection
     (or aiohttp's handler when the fast path is off). Stands in for aiohttp's ``web.Server``
-    in the runner, delegating everything else to it, and takes part in its shutdown."""
+    in the runner, delegating everything else to it, and takes part in its shutdown.
+
+    The BOSH path and the switch are taken once, like aiohttp's routes (a reload that
+    changes ``server.*`` needs a restart)."""
 
     def __init__(self, inner: web.Server, app: web.Application) -> None:
         self._inner = inner
         self.state: AppState = app[APP_STATE]
+        config = self.state.config.server
+        self.bosh_path = config.bosh_path
+        self.enabled = config.fast_bosh and bool(config.bosh_path)
         self.loop = asyncio.get_running_loop()
         self.connections: set[FastBoshProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -142,7 +147,7 @@ class FastServer:
             self._drained.set()
 
     def __call__(self) -> asyncio.Protocol:
-        if self.state.config.server.fast_bosh and self.state.config.server.bosh_path:
+        if self.enabled:
             self.state.metrics.fast_connections.inc()
             return FastBoshProtocol(self)
         return self.aiohttp_protocol()
@@ -156,14 +161,22 @@ class FastServer:
         self._inner.pre_shutdown()
         for connection in list(self.connections):
             connection.close_when_idle()
+        if not self.connections:
+            self._drained.set()
 
     async def shutdown(self, timeout: float | None = None) -> None:
-        await self._inner.shutdown(timeout)
-        if self.connections:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), timeout or 0.0)
+        """aiohttp's connections and ours wind down side by side, within one ``timeout``;
+        then what is left is cut off."""
+        await asyncio.gather(self._inner.shutdown(timeout), self._wait_drained(timeout))
+        for task in list(self.tasks):
+            task.cancel()
         for connection in list(self.connections):
             connection.abort()
+
+    async def _wait_drained(self, timeout: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -181,30 +194,43 @@ class FastBoshProtocol(asyncio.Protocol):
     """One client connection until it is handed to aiohttp (see the module docstring).
 
     Requests on a connection are answered in order, one at a time (RFC 9112 §9.3.2); bytes of
-    a pipelined request wait in the buffer, and reading pauses if they pile up."""
+    a pipelined request wait in the buffer, and reading pauses if they pile up or while the
+    client does not read its answers (write flow control). Every byte is scanned once: the
+    search for the end of a head resumes where it stopped, and a parsed head is kept while
+    its body arrives."""
 
     __slots__ = (
         "_buffer",
         "_busy",
         "_close_after",
         "_closed",
+        "_done",
+        "_head",
+        "_head_end",
         "_last",
         "_paused",
         "_remote",
+        "_scanned",
         "_secure",
         "_server",
         "_timer",
         "_transport",
+        "_write_paused",
     )
 
     def __init__(self, server: FastServer) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        self._scanned = 0  # the head's end was not found in buffer[:_scanned]
+        self._head: _Head | None = None  # parsed, its body still arriving
+        self._head_end = 0
         self._busy = False  # a request is being answered
-        self._close_after = False
-        self._closed = False
-        self._paused = False
+        self._close_after = False  # no further requests: close after the answer in hand
+        self._done = False  # nothing more is served here (closing, or handed over)
+        self._closed = False  # connection_lost
+        self._paused = False  # reading paused
+        self._write_paused = False  # the transport's write buffer is full
         self._last = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._secure = False
@@ -222,13 +248,13 @@ class FastBoshProtocol(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
         self._buffer += data
-        if not self._busy:
+        if not self._busy and not self._write_paused:
             self._serve()
-        elif len(self._buffer) > MAX_HEAD + self._max_body() and not self._paused:
-            assert self._transport is not None
-            self._transport.pause_reading()  # a pipelining client waits for its answers
-            self._paused = True
+        elif len(self._buffer) > MAX_HEAD + self._max_body():
+            self._pause_reading()  # a pipelining client waits for its answers
 
     def eof_received(self) -> bool:
         # The transport closes, so a held request whose client went away is seen as such
@@ -237,18 +263,40 @@ class FastBoshProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        self._done = True
         self._forget()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self._busy:
+            self._serve()
 
     # ------------------------------------------------------------------ control
 
     def close_when_idle(self) -> None:
+        """Shutdown: close now if nothing is in hand or half-received, else after it."""
         self._close_after = True
-        if not self._busy and self._transport is not None:
-            self._transport.close()
+        if not self._busy and self._head is None and not self._buffer:
+            self._close()
 
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+    def _close(self) -> None:
+        """Close after what is buffered has been written; stay tracked until it is lost."""
+        self._done = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
 
     def _forget(self) -> None:
         if self._timer is not None:
@@ -261,17 +309,22 @@ class FastBoshProtocol(asyncio.Protocol):
         self._timer = self._server.loop.call_at(self._last + timeout, self._idle_check)
 
     def _idle_check(self) -> None:
-        """A connection with no request in hand for ``server.keepalive_timeout`` is closed;
-        a head that trickles in counts as idle (slowloris)."""
+        """No request in hand for ``server.keepalive_timeout``: close. A head that trickles in
+        counts as idle (slowloris); a body must arrive within that time of its head; a
+        connection closing for that long (its client does not read) is cut off."""
         self._timer = None
         if self._closed or self._transport is None:
             return
+        now = self._server.loop.time()
         timeout = self._server.state.config.server.keepalive_timeout
-        if not self._busy and self._server.loop.time() - self._last >= timeout:
-            self._transport.close()
-            return
         if self._busy:
-            self._last = self._server.loop.time()
+            self._last = now
+        elif now - self._last >= timeout:
+            if self._done:  # closing for a whole timeout: the client does not read
+                self._transport.abort()
+                return
+            self._close()
+            self._last = now
         self._arm_idle()
 
     def _max_body(self) -> int:
@@ -281,30 +334,39 @@ class FastBoshProtocol(asyncio.Protocol):
 
     def _serve(self) -> None:
         """Answer every complete request in the buffer, in order, while none is in hand."""
-        while not self._busy and not self._closed and not self._close_after:
-            buffer = self._buffer
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if (
-                    len(buffer) > MAX_HEAD
-                    or (buffer and not _could_be_ours(buffer))
-                    or _BARE_LF.search(buffer)  # lines end in LF alone: never ours
-                ):
-                    self._hand_over()
-                return
-            head = self._parse_head(end)
+        buffer = self._buffer
+        while not (self._busy or self._write_paused or self._done or self._close_after):
+            head = self._head
             if head is None:
-                self._hand_over()
-                return
-            total = end + 4 + head.length
+                start = max(self._scanned - 3, 0)
+                end = buffer.find(b"\r\n\r\n", start)
+                if end < 0:
+                    if (
+                        len(buffer) > MAX_HEAD
+                        or (buffer and not _could_be_ours(buffer))
+                        or _BARE_LF.search(buffer, start)  # lines end in LF alone: not ours
+                    ):
+                        self._hand_over()
+                    else:
+                        self._scanned = len(buffer)
+                    return
+                head = self._parse_head(end) if end <= MAX_HEAD else None
+                if head is None:
+                    self._hand_over()
+                    return
+                self._head, self._head_end = head, end
+                self._last = self._server.loop.time()  # a request has begun
+            total = self._head_end + 4 + head.length
             if len(buffer) < total:
                 return  # the body is still coming
-            body = bytes(buffer[end + 4 : total])
+            body = bytes(buffer[self._head_end + 4 : total])
             del buffer[:total]
+            self._head, self._scanned = None, 0
             self._handle(head, body)
-        if self._paused and not self._busy and self._transport is not None:
+        if self._paused and not (self._busy or self._write_paused or self._done):
             self._paused = False
-            self._transport.resume_reading()
+            if self._transport is not None:
+                self._transport.resume_reading()
 
     def _parse_head(self, end: int) -> _Head | None:
         """The head if it is one the fast path serves, else None (the connection goes to
@@ -313,24 +375,23 @@ class FastBoshProtocol(asyncio.Protocol):
         line = _REQUEST_LINE.match(buffer, 0, end + 2)
         if line is None:
             return None
-        config = self._server.state.config
         target = line[2]
         path = target.split(b"?", 1)[0]
-        if b"%" in path or path.decode("ascii") != config.server.bosh_path:
+        if b"%" in path or path.decode("ascii") != self._server.bosh_path:
             return None
         fields: CIMultiDict[str] = CIMultiDict()
         pos, stop = line.end(), end + 2
         lengths: list[bytes] = []
         while pos < stop:
             field = _FIELD.match(buffer, pos, stop)
-            if field is None:
+            if field is None or field.end() - pos > MAX_FIELD:
                 return None
             name = field[1].decode("ascii").lower()
             if name == "content-length":
                 lengths.append(field[2])
             elif name in _HANDED_OVER:
                 return None
-            fields.add(name, field[2].decode("latin-1"))
+            fields.add(name, field[2].decode("utf-8", "surrogateescape"))  # as aiohttp does
             pos = field.end()
         http10 = line[3] == b"0"
         if not http10 and len(fields.getall("host", ())) != 1:
@@ -341,11 +402,16 @@ class FastBoshProtocol(asyncio.Protocol):
                 return None
             length = int(lengths[0])
         method = line[1].decode("ascii")
-        if method == "POST" and (not lengths or length > config.limits.max_body_size):
+        if method == "POST" and (not lengths or length > self._max_body()):
             return None  # chunked, unknown or oversized: aiohttp reads it (G-LIM-01)
         if method == "OPTIONS" and length:
             return None
-        tokens = {t.strip().lower() for t in fields.get("connection", "").split(",") if t.strip()}
+        tokens = {
+            token.strip().lower()
+            for value in fields.getall("connection", ())
+            for token in value.split(",")
+            if token.strip()
+        }
         if tokens - {"close", "keep-alive"}:
             return None
         close = "close" in tokens or (http10 and "keep-alive" not in tokens)
@@ -394,10 +460,14 @@ class FastBoshProtocol(asyncio.Protocol):
         task.add_done_callback(partial(self._task_done, head, cors))
 
     def _pending_done(self, pending: bosh.Pending, head: _Head, _: object) -> None:
-        if pending.future.cancelled():
+        try:
+            if pending.future.cancelled():
+                answer = _internal_error(pending.cors)
+            else:
+                answer = pending.answer(self._server.state)
+        except Exception:
+            log.exception("BOSH answer failed")
             answer = _internal_error(pending.cors)
-        else:
-            answer = pending.answer(self._server.state)
         self._finish(answer, head)
 
     def _task_done(self, head: _Head, cors: dict[str, str] | None, task: asyncio.Task[Any]) -> None:
@@ -414,21 +484,34 @@ class FastBoshProtocol(asyncio.Protocol):
     def _finish(self, answer: bosh.HttpAnswer, head: _Head) -> None:
         self._busy = False
         self._write(answer, head)
-        if self._buffer or self._paused:
+        if not self._done:
             self._serve()
 
     def _write(self, answer: bosh.HttpAnswer, head: _Head) -> None:
         transport = self._transport
-        if transport is None or self._closed or transport.is_closing():
+        if transport is None or self._done or transport.is_closing():
             return
         self._last = self._server.loop.time()
+        try:
+            data = self._encode(answer, head)
+        except ValueError as exc:  # a header value that cannot be sent as it is
+            log.error("BOSH answer not sent: %s", exc)
+            self._close_after = True
+            data = self._encode(_internal_error(None), head)
+        transport.write(data)
+        if self._close_after:
+            self._close()  # after the buffered answer has gone out
+
+    def _encode(self, answer: bosh.HttpAnswer, head: _Head) -> bytes:
         if answer.close or self._server.closing:
             self._close_after = True
         status = answer.status
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)), _date_header()]
         headers = answer.headers() if answer.content_type else dict(answer.cors or {})
         for name, value in headers.items():
-            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+            if _UNSAFE_VALUE.search(value):
+                raise ValueError(f"{name} header value {value!r} holds CR, LF or NUL")
+            parts.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
         if status != 204:
             parts.append(b"Content-Length: %d\r\n" % len(answer.body))
         if self._close_after:
@@ -438,11 +521,7 @@ class FastBoshProtocol(asyncio.Protocol):
         parts.append(b"\r\n")
         if status != 204:
             parts.append(answer.body)
-        transport.write(b"".join(parts))
-        if self._close_after:
-            transport.close()  # after the buffered answer has gone out
-            self._closed = True
-            self._forget()
+        return b"".join(parts)
 
     # ------------------------------------------------------------------ hand-over
 
@@ -451,7 +530,7 @@ class FastBoshProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None:
             return
-        self._closed = True  # for this object: nothing more is read or written here
+        self._done = True  # for this object: nothing more is read or written here
         self._forget()
         protocol = self._server.aiohttp_protocol()
         transport.set_protocol(protocol)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -118,6 +117,50 @@ FIRST_TOKEN = 1  # the first token an actor hands out (a BOSH session's creation
 class SessionActor:
     """Owns one session's core and upstream connection; see the module docstring."""
 
+    # Slots: thousands of these live at once; a dict per instance would be ~1 KB more.
+    __slots__ = (
+        "_backlog",
+        "_backlog_limit",
+        "_close_tasks",
+        "_connect_task",
+        "_connections",
+        "_connector",
+        "_ended",
+        "_frames",
+        "_inbox",
+        "_log_payloads",
+        "_loop",
+        "_metrics",
+        "_next_token",
+        "_on_end",
+        "_parked",
+        "_paused",
+        "_stanzas_down",
+        "_stanzas_up",
+        "_stepping",
+        "_timer",
+        "_timer_at",
+        "_waiters",
+        "_wakeup",
+        "_ws_close",
+        "bytes_in",
+        "bytes_out",
+        "client_ip",
+        "content_type",
+        "core",
+        "created_at",
+        "last_activity",
+        "legacy",
+        "secure",
+        "sid",
+        "socket",
+        "subject",
+        "task",
+        "transport",
+        "upstream",
+        "upstream_label",
+    )
+
     def __init__(
         self,
         sid: str,
@@ -152,7 +195,7 @@ class SessionActor:
         self._connector = connector
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
-        self._inbox: deque[Any] = deque()
+        self._inbox: list[Any] = []  # short; an empty deque would cost 0.5 KB per session
         self._wakeup: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -264,7 +307,7 @@ class SessionActor:
             while not self.core.closed and self._ended is None:
                 now = self._loop.time()
                 if self._inbox:
-                    item = self._inbox.popleft()
+                    item = self._inbox.pop(0)
                     if type(item) is UpstreamStanzas:
                         self._backlog -= sum(len(s.data) for s in item.stanzas)
                         if self._paused and self._backlog <= self._backlog_limit // 2:

@@ -8,10 +8,14 @@ aiohttp byte for byte, connection reuse, pipelining, idle timeouts and the off s
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
+from unittest import mock
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from boshd.frontend.fasthttp import FastRequest
 from boshd.frontend.state import APP_STATE
 from tests.protocol.boshkit import RawHttp, Session, check_body_bytes, message, start
 from tests.protocol.conftest import DOMAIN, body
@@ -211,3 +215,62 @@ async def test_fast_front_can_be_switched_off(make_app: Any) -> None:
         assert reply.status == 200
     assert connections(s, "fast") == 0
     assert connections(s, "aiohttp") >= 1
+
+
+async def test_content_attribute_cannot_inject_headers(make_app: Any) -> None:
+    """A 'content' attribute carrying CR LF (from a character reference) or other junk falls
+    back to the default Content-Type instead of reaching the response head (B-HTTP-09,
+    B-HTTP-01)."""
+    s = await start(make_app)
+    async with RawHttp(s.client) as raw:
+        evil = "text/xml; a=&#13;&#10;X-Injected: yes"
+        reply = await raw.request(body(1000, to=DOMAIN, wait="2", hold="1", content=evil))
+        assert reply.status == 200
+        assert reply.header("X-Injected") is None
+        assert reply.header("Content-Type") == "text/xml; charset=utf-8"
+
+
+async def test_client_that_does_not_read_cannot_grow_our_buffers(make_app: Any) -> None:
+    """Pipelined requests from a client that never reads its answers stop being read once
+    the write buffer is full: memory stays bounded (G-LIM-02)."""
+    s = await start(make_app)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (str(s.client.server.host), int(s.client.server.port or 0)))
+    burst = b"OPTIONS /http-bind HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+    try:
+        for _ in range(100):  # up to 8 MB of requests, never a byte of answers read
+            try:
+                await asyncio.wait_for(loop.sock_sendall(sock, burst), 1.0)
+            except TimeoutError:
+                break
+        await asyncio.sleep(0.3)
+        server = s.client.server.runner.server
+        buffered = [c._transport.get_write_buffer_size() for c in server.connections]
+        assert buffered
+        assert max(buffered) < 1 << 20
+    finally:
+        sock.close()
+
+
+async def test_overlong_heads_go_to_aiohttp(make_app: Any) -> None:
+    """A head above the fast front's limits is refused by aiohttp's parser, not buffered
+    here without bound (G-LIM-01)."""
+    s = await start(make_app)
+    async with RawHttp(s.client) as raw:
+        reply = await raw.request(b"<body/>", headers={"X-Big": "a" * 20000})
+        assert reply.status in (400, 431)
+    assert connections(s, "aiohttp") == 1
+
+
+def test_cookies_are_parsed_like_aiohttp() -> None:
+    """Cookie headers with values browsers really send (JSON, spaces) keep every cookie,
+    as web.Request.cookies does, so auth.credential = 'cookie' works (B-HTTP-02)."""
+    headers = CIMultiDictProxy(
+        CIMultiDict({"Cookie": '_ga=GA1.2.3; prefs={"a":1}; boshtoken=SECRET; foo=bar baz'})
+    )
+    request = FastRequest("POST", "/http-bind", headers, None, False, mock.Mock())
+    assert request.cookies["boshtoken"] == "SECRET"
+    assert request.cookies["_ga"] == "GA1.2.3"
