@@ -20,7 +20,7 @@ from aiohttp import web
 from lxml import etree
 
 from boshd.core.conditions import Condition
-from boshd.core.events import BoshRejected, ResponseBody
+from boshd.core.events import BoshRejected, BoshRequest, ResponseBody
 from boshd.core.params import DEFAULT_CONTENT_TYPE
 from boshd.errors import BadRequest, PolicyViolation, ProtocolError
 from boshd.frontend.auth import AuthRefused
@@ -162,6 +162,10 @@ def process(
     session. Synchronous up to the point where something has to be awaited."""
     config = state.config
     state.metrics.bosh_bytes_in.inc(len(data))
+    poll = wire.empty_request(data)
+    if poll is not None:  # an empty poll in its plainest form: no parser needed
+        sid, rid = poll
+        return _to_session(state, request, sid, len(data), cors, None, rid)
     try:
         root = parse_body(data, max_bytes=config.limits.max_body_size)
     except BadRequest as exc:
@@ -174,7 +178,20 @@ def process(
         return _reject_parsed(state, root, exc, cors)
     if wire.is_creation(root):
         return _create(state, root, request, cors)
-    sid = root.get("sid", "")
+    return _to_session(state, request, root.get("sid", ""), len(data), cors, root, 0)
+
+
+def _to_session(
+    state: AppState,
+    request: RequestView,
+    sid: str,
+    size: int,
+    cors: dict[str, str] | None,
+    root: etree._Element | None,
+    rid: int,
+) -> Outcome:
+    """Hand a validated request to its session: ``root``, or (``root`` None) an empty poll
+    for ``rid``."""
     actor = state.registry.get(sid)
     if actor is None:
         # B-SREQ-01, B-INACT-02, A-8: unknown or expired sid; we cannot tell a legacy client.
@@ -182,17 +199,22 @@ def process(
     if actor.secure and not request.secure:
         # B-HTTP-14: a TLS session continued over plain HTTP: close, keep the session alive.
         log.warning(
-            "[%s] plain-HTTP request for a TLS session from %s", sid, client_ip(request, config)
+            "[%s] plain-HTTP request for a TLS session from %s",
+            sid,
+            client_ip(request, state.config),
         )
         return HttpAnswer(400, b"400: Bad Request", "text/plain; charset=utf-8", cors, True)
-    actor.client_activity(nbytes_in=len(data))
+    actor.client_activity(nbytes_in=size)
     token, future = actor.new_token(request.transport)
-    try:
-        item = wire.read_request(root, token)
-    except BadRequest as exc:
-        actor.post(BoshRejected(token, Condition.BAD_REQUEST, exc.reason))
+    if root is None:
+        actor.post(BoshRequest(token, rid))
     else:
-        actor.post(item)
+        try:
+            item = wire.read_request(root, token)
+        except BadRequest as exc:
+            actor.post(BoshRejected(token, Condition.BAD_REQUEST, exc.reason))
+        else:
+            actor.post(item)
     return Pending(actor, future, cors)
 
 
