@@ -49,14 +49,15 @@ _UNSAFE_VALUE = re.compile("[\r\n\x00]")
 
 _REQUEST_LINE = re.compile(rb"(POST|OPTIONS) (/[!-~]*) HTTP/1\.([01])\r\n")
 # field-name ":" OWS field-value OWS CRLF; the value is VCHAR/obs-text with inner SP/HTAB.
-_FIELD = re.compile(
-    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+)"  # field-name (a token)
-    rb":[ \t]*"
-    rb"((?:[!-~\x80-\xff](?:[ \t]*[!-~\x80-\xff])*)?)"  # field-value, no CR, LF or NUL
-    rb"[ \t]*\r\n"
+# Any number of field lines: field-name ":" OWS field-value OWS CRLF, where the name is a
+# token and the value is VCHAR/obs-text with inner SP/HTAB (no CR, LF or NUL anywhere).
+_FIELDS = re.compile(
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*"
+    rb"(?:[!-~\x80-\xff](?:[ \t]*[!-~\x80-\xff])*)?"
+    rb"[ \t]*\r\n)*"
 )
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-_DIGITS = re.compile(rb"[0-9]{1,12}")
+_DIGITS = re.compile(r"[0-9]{1,12}")
 _HANDED_OVER = ("transfer-encoding", "upgrade", "expect")
 
 
@@ -379,22 +380,35 @@ class FastBoshProtocol(asyncio.Protocol):
         path = target.split(b"?", 1)[0]
         if b"%" in path or path.decode("ascii") != self._server.bosh_path:
             return None
-        fields: CIMultiDict[str] = CIMultiDict()
-        pos, stop = line.end(), end + 2
-        lengths: list[bytes] = []
-        while pos < stop:
-            field = _FIELD.match(buffer, pos, stop)
-            if field is None or field.end() - pos > MAX_FIELD:
+        pos = line.end()
+        if _FIELDS.fullmatch(buffer, pos, end + 2) is None:
+            return None  # some line is outside the field grammar
+        text = buffer[pos:end].decode("utf-8", "surrogateescape")  # as aiohttp decodes
+        lines = text.split("\r\n") if text else []
+        if end - pos > MAX_FIELD and any(
+            len(item.encode("utf-8", "surrogateescape")) > MAX_FIELD for item in lines
+        ):
+            return None
+        pairs: list[tuple[str, str]] = []
+        lengths: list[str] = []
+        connection: list[str] = []
+        hosts = 0
+        for item in lines:
+            name, _, value = item.partition(":")
+            value = value.strip(" \t")
+            pairs.append((name, value))
+            lowered = name.lower()
+            if lowered == "content-length":
+                lengths.append(value)
+            elif lowered == "connection":
+                connection.append(value)
+            elif lowered == "host":
+                hosts += 1
+            elif lowered in _HANDED_OVER:
                 return None
-            name = field[1].decode("ascii").lower()
-            if name == "content-length":
-                lengths.append(field[2])
-            elif name in _HANDED_OVER:
-                return None
-            fields.add(name, field[2].decode("utf-8", "surrogateescape"))  # as aiohttp does
-            pos = field.end()
+        fields = CIMultiDict(pairs)
         http10 = line[3] == b"0"
-        if not http10 and len(fields.getall("host", ())) != 1:
+        if not http10 and hosts != 1:
             return None  # RFC 9112 §3.2: exactly one Host in HTTP/1.1; aiohttp decides
         length = 0
         if lengths:
@@ -406,11 +420,8 @@ class FastBoshProtocol(asyncio.Protocol):
             return None  # chunked, unknown or oversized: aiohttp reads it (G-LIM-01)
         if method == "OPTIONS" and length:
             return None
-        tokens = {
-            token.strip().lower()
-            for value in fields.getall("connection", ())
-            for token in value.split(",")
-            if token.strip()
+        tokens = {token.strip().lower() for value in connection for token in value.split(",")} - {
+            ""
         }
         if tokens - {"close", "keep-alive"}:
             return None
