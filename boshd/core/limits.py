@@ -48,6 +48,13 @@ class TrafficLimits:
 class TrafficMeter:
     """Counts one session's traffic against :class:`TrafficLimits`."""
 
+    __slots__ = (
+        "_in",
+        "_out",
+        "_requests",
+        "limits",
+    )
+
     def __init__(self, limits: TrafficLimits, now: float) -> None:
         self.limits = limits
         w = limits.window

@@ -55,6 +55,16 @@ class StreamPhase(Enum):
 class XmppStream:
     """Phase and server facts of one upstream stream; produces the actions that drive it."""
 
+    __slots__ = (
+        "_close_requested",
+        "_phase",
+        "header",
+        "label",
+        "restarts",
+        "route",
+        "server",
+    )
+
     def __init__(self, header: StreamHeader, route: str | None = None, label: str = "") -> None:
         self.header = header
         self.route = route

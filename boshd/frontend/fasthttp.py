@@ -141,6 +141,26 @@ class FastServer:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
         self._drained = asyncio.Event()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def opened(self, connection: FastBoshProtocol) -> None:
+        self.connections.add(connection)
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep_interval(self) -> float:
+        return max(0.05, min(self.state.config.server.keepalive_timeout / 4, 5.0))
+
+    def _sweep(self) -> None:
+        """Idle timeouts for every connection from one timer (a timer per connection would
+        cost memory per idle session and CPU per request)."""
+        self._sweeper = None
+        now = self.loop.time()
+        timeout = self.state.config.server.keepalive_timeout
+        for connection in list(self.connections):
+            connection.idle_check(now, timeout)
+        if self.connections:
+            self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     def forget(self, connection: FastBoshProtocol) -> None:
         self.connections.discard(connection)
@@ -214,7 +234,6 @@ class FastBoshProtocol(asyncio.Protocol):
         "_scanned",
         "_secure",
         "_server",
-        "_timer",
         "_transport",
         "_write_paused",
     )
@@ -233,7 +252,6 @@ class FastBoshProtocol(asyncio.Protocol):
         self._paused = False  # reading paused
         self._write_paused = False  # the transport's write buffer is full
         self._last = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         self._secure = False
         self._remote: str | None = None
 
@@ -244,9 +262,8 @@ class FastBoshProtocol(asyncio.Protocol):
         self._secure = transport.get_extra_info("sslcontext") is not None
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
-        self._server.connections.add(self)
         self._last = self._server.loop.time()
-        self._arm_idle()
+        self._server.opened(self)
 
     def data_received(self, data: bytes) -> None:
         if self._done:
@@ -300,24 +317,15 @@ class FastBoshProtocol(asyncio.Protocol):
             self._transport.pause_reading()
 
     def _forget(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._server.forget(self)
 
-    def _arm_idle(self) -> None:
-        timeout = self._server.state.config.server.keepalive_timeout
-        self._timer = self._server.loop.call_at(self._last + timeout, self._idle_check)
-
-    def _idle_check(self) -> None:
-        """No request in hand for ``server.keepalive_timeout``: close. A head that trickles in
-        counts as idle (slowloris); a body must arrive within that time of its head; a
-        connection closing for that long (its client does not read) is cut off."""
-        self._timer = None
+    def idle_check(self, now: float, timeout: float) -> None:
+        """Called by FastServer's sweep. No request in hand for ``server.keepalive_timeout``:
+        close. A head that trickles in counts as idle (slowloris); a body must arrive within
+        that time of its head; a connection closing for that long (its client does not read)
+        is cut off."""
         if self._closed or self._transport is None:
             return
-        now = self._server.loop.time()
-        timeout = self._server.state.config.server.keepalive_timeout
         if self._busy:
             self._last = now
         elif now - self._last >= timeout:
@@ -326,7 +334,6 @@ class FastBoshProtocol(asyncio.Protocol):
                 return
             self._close()
             self._last = now
-        self._arm_idle()
 
     def _max_body(self) -> int:
         return self._server.state.config.limits.max_body_size
@@ -361,7 +368,11 @@ class FastBoshProtocol(asyncio.Protocol):
             if len(buffer) < total:
                 return  # the body is still coming
             body = bytes(buffer[self._head_end + 4 : total])
-            del buffer[:total]
+            if total == len(buffer):
+                # A fresh buffer: a bytearray emptied from the front keeps its capacity.
+                self._buffer = buffer = bytearray()
+            else:
+                del buffer[:total]
             self._head, self._scanned = None, 0
             self._handle(head, body)
         if self._paused and not (self._busy or self._write_paused or self._done):
@@ -449,7 +460,7 @@ class FastBoshProtocol(asyncio.Protocol):
                 answer = bosh.HttpAnswer(403, b"origin not allowed\n", "text/plain; charset=utf-8")
             else:
                 answer = bosh.HttpAnswer(status, b"", "", headers)
-            self._write(answer, head)
+            self._write(answer, head.keep_alive_10)
             return
         cors = None if origin is None else cors_headers(state.config.cors, origin)
         state.metrics.bosh_received.inc()
@@ -457,20 +468,23 @@ class FastBoshProtocol(asyncio.Protocol):
             outcome = bosh.process(state, request, body, cors)
         except Exception:
             log.exception("BOSH request failed")
-            self._write(_internal_error(cors), head)
+            self._write(_internal_error(cors), head.keep_alive_10)
             return
         if isinstance(outcome, bosh.HttpAnswer):
-            self._write(outcome, head)
+            self._write(outcome, head.keep_alive_10)
             return
         self._busy = True
+        # Only a flag is kept while the request is held: the request and its header fields
+        # can go (memory per idle session, issue 7).
+        keep_alive_10 = head.keep_alive_10
         if isinstance(outcome, bosh.Pending):
-            outcome.future.add_done_callback(partial(self._pending_done, outcome, head))
+            outcome.future.add_done_callback(partial(self._pending_done, outcome, keep_alive_10))
             return
         task = self._server.loop.create_task(outcome)
         self._server.tasks.add(task)
-        task.add_done_callback(partial(self._task_done, head, cors))
+        task.add_done_callback(partial(self._task_done, keep_alive_10, cors))
 
-    def _pending_done(self, pending: bosh.Pending, head: _Head, _: object) -> None:
+    def _pending_done(self, pending: bosh.Pending, keep_alive_10: bool, _: object) -> None:
         try:
             if pending.future.cancelled():
                 answer = _internal_error(pending.cors)
@@ -479,9 +493,11 @@ class FastBoshProtocol(asyncio.Protocol):
         except Exception:
             log.exception("BOSH answer failed")
             answer = _internal_error(pending.cors)
-        self._finish(answer, head)
+        self._finish(answer, keep_alive_10)
 
-    def _task_done(self, head: _Head, cors: dict[str, str] | None, task: asyncio.Task[Any]) -> None:
+    def _task_done(
+        self, keep_alive_10: bool, cors: dict[str, str] | None, task: asyncio.Task[Any]
+    ) -> None:
         self._server.tasks.discard(task)
         if task.cancelled():
             answer = _internal_error(cors)
@@ -490,30 +506,30 @@ class FastBoshProtocol(asyncio.Protocol):
             answer = _internal_error(cors)
         else:
             answer = task.result()
-        self._finish(answer, head)
+        self._finish(answer, keep_alive_10)
 
-    def _finish(self, answer: bosh.HttpAnswer, head: _Head) -> None:
+    def _finish(self, answer: bosh.HttpAnswer, keep_alive_10: bool) -> None:
         self._busy = False
-        self._write(answer, head)
+        self._write(answer, keep_alive_10)
         if not self._done:
             self._serve()
 
-    def _write(self, answer: bosh.HttpAnswer, head: _Head) -> None:
+    def _write(self, answer: bosh.HttpAnswer, keep_alive_10: bool) -> None:
         transport = self._transport
         if transport is None or self._done or transport.is_closing():
             return
         self._last = self._server.loop.time()
         try:
-            data = self._encode(answer, head)
+            data = self._encode(answer, keep_alive_10)
         except ValueError as exc:  # a header value that cannot be sent as it is
             log.error("BOSH answer not sent: %s", exc)
             self._close_after = True
-            data = self._encode(_internal_error(None), head)
+            data = self._encode(_internal_error(None), keep_alive_10)
         transport.write(data)
         if self._close_after:
             self._close()  # after the buffered answer has gone out
 
-    def _encode(self, answer: bosh.HttpAnswer, head: _Head) -> bytes:
+    def _encode(self, answer: bosh.HttpAnswer, keep_alive_10: bool) -> bytes:
         if answer.close or self._server.closing:
             self._close_after = True
         status = answer.status
@@ -527,7 +543,7 @@ class FastBoshProtocol(asyncio.Protocol):
             parts.append(b"Content-Length: %d\r\n" % len(answer.body))
         if self._close_after:
             parts.append(b"Connection: close\r\n")
-        elif head.keep_alive_10:
+        elif keep_alive_10:
             parts.append(b"Connection: keep-alive\r\n")
         parts.append(b"\r\n")
         if status != 204:

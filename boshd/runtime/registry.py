@@ -37,6 +37,9 @@ def new_sid() -> str:
             return sid
 
 
+SHED_INTERVAL = 5.0  # seconds between two Registry._shed sweeps
+
+
 class Registry:
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self.config = config
@@ -49,6 +52,7 @@ class Registry:
         self.per_ip: Tally[str] = Tally()
         self._rates: dict[str, TokenBucket] = {}
         self.draining = False
+        self._shed_timer: asyncio.TimerHandle | None = None
 
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded config; live sessions keep their negotiated parameters."""
@@ -160,6 +164,8 @@ class Registry:
         actor.task.add_done_callback(self.tasks.discard)
 
     def _started(self, actor: SessionActor) -> None:
+        if self._shed_timer is None:
+            self._shed_timer = asyncio.get_running_loop().call_later(SHED_INTERVAL, self._shed)
         self.sessions[actor.sid] = actor
         self.per_ip[actor.client_ip] += 1
         self.metrics.sessions_created.labels(actor.transport).inc()
@@ -171,6 +177,18 @@ class Registry:
             actor.client_ip,
             actor.subject or "-",
         )
+
+    def _shed(self) -> None:
+        """Every SHED_INTERVAL while sessions exist: quiet upstream streams drop their parser
+        (memory per idle session, issue 7). One timer for all sessions, not one each."""
+        self._shed_timer = None
+        for actor in self.sessions.values():
+            upstream = actor.upstream
+            shed = getattr(upstream, "shed_if_quiet", None)
+            if shed is not None:
+                shed()
+        if self.sessions:
+            self._shed_timer = asyncio.get_running_loop().call_later(SHED_INTERVAL, self._shed)
 
     def required_subject(self, subject: str | None) -> str | None:
         """The subject the bound JID must match, if [auth] asks for that."""

@@ -135,6 +135,23 @@ def _has_child(stanza: Stanza, tag: str) -> bool:
 class UpstreamConnection(asyncio.Protocol):
     """One upstream TCP connection, driven by a session actor."""
 
+    __slots__ = (
+        "_closed",
+        "_closing",
+        "_label",
+        "_negotiating",
+        "_quiet",
+        "_server_end",
+        "_since_recycle",
+        "_sink",
+        "_splitter",
+        "_transport",
+        "bound_jid",
+        "bytes_in",
+        "bytes_out",
+        "target",
+    )
+
     def __init__(self, sink: Sink, *, max_stanza_bytes: int, label: str = "") -> None:
         self._sink = sink
         self._label = label
@@ -148,6 +165,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.target: Target | None = None
         self.bound_jid: str | None = None
         self._since_recycle = 0
+        self._quiet = True  # nothing received since the last shed_if_quiet()
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -162,6 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        self._quiet = False
         try:
             events = self._splitter.feed(data)
         except SplitterError as exc:
@@ -184,6 +203,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
+
+    def shed_if_quiet(self) -> None:
+        """Called every few seconds (Registry): a logged-in stream that received nothing
+        since the last call lets go of its expat parser, so idle sessions hold none (it is
+        recreated by the next read; see Splitter.recycle)."""
+        quiet = self._quiet and self._negotiating is None and self.bound_jid is not None
+        if quiet and self._splitter.recycle():
+            self._since_recycle = 0
+        self._quiet = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

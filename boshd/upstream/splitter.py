@@ -100,6 +100,30 @@ class Splitter:
     :meth:`feed` fails too; the connection has to go.
     """
 
+    __slots__ = (
+        "_attrs",
+        "_base",
+        "_buf",
+        "_events",
+        "_failed",
+        "_header_decls",
+        "_header_ns",
+        "_local",
+        "_mark",
+        "_name",
+        "_ns",
+        "_open",
+        "_own",
+        "_parser",
+        "_priming",
+        "_qname",
+        "_root_qname",
+        "_scoped",
+        "_start",
+        "_used",
+        "max_stanza_bytes",
+    )
+
     def __init__(self, max_stanza_bytes: int = 1 << 20) -> None:
         if max_stanza_bytes <= 0:
             raise ValueError("max_stanza_bytes must be positive")
@@ -141,6 +165,8 @@ class Splitter:
         observable changes. Returns False (and does nothing) unless the stream is open and no
         element is in progress.
         """
+        if self._parser is None:
+            return True  # already let go
         if self._failed is not None or self._open != 1 or self._start >= 0 or self._buf.strip():
             return False
         self._parser = None
