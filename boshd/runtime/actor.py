@@ -123,7 +123,6 @@ class SessionActor:
         "_backlog_limit",
         "_close_tasks",
         "_connect_task",
-        "_connections",
         "_connector",
         "_ended",
         "_frames",
@@ -199,8 +198,11 @@ class SessionActor:
         self._wakeup: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._waiters: dict[int, asyncio.Future[tuple[ResponseBody, int]]] = {}
-        self._connections: dict[int, asyncio.BaseTransport] = {}
+        # token -> (its future, the client's transport while it is watched); one dict, not
+        # two (memory per idle session, issue 7)
+        self._waiters: dict[
+            int, tuple[asyncio.Future[tuple[ResponseBody, int]], asyncio.BaseTransport | None]
+        ] = {}
         self._next_token = FIRST_TOKEN - 1
         self._connect_task: asyncio.Task[None] | None = None
         # Upstream closes in progress (a dict: an empty set costs 216 bytes per session).
@@ -251,9 +253,7 @@ class SessionActor:
         a request whose client has gone (see RequestAbandoned)."""
         self._next_token += 1
         future: asyncio.Future[tuple[ResponseBody, int]] = self._loop.create_future()
-        self._waiters[self._next_token] = future
-        if connection is not None:
-            self._connections[self._next_token] = connection
+        self._waiters[self._next_token] = (future, connection)
         return self._next_token, future
 
     @property
@@ -370,9 +370,9 @@ class SessionActor:
 
     def _report_gone_clients(self, now: float) -> None:
         """Before anything is delivered: which waiting requests have lost their client?"""
-        for token, connection in list(self._connections.items()):
-            if connection.is_closing():
-                del self._connections[token]
+        for token, (future, connection) in list(self._waiters.items()):
+            if connection is not None and connection.is_closing():
+                self._waiters[token] = (future, None)
                 self.core.receive(RequestAbandoned(token), now)
 
     def _observe_input(self, item: Any) -> None:
@@ -410,10 +410,9 @@ class SessionActor:
                 self._observe_output(action)
             match action:
                 case Respond(token, body, status):
-                    self._connections.pop(token, None)
-                    future = self._waiters.pop(token, None)
-                    if future is not None and not future.done():
-                        future.set_result((body, status))
+                    waiter = self._waiters.pop(token, None)
+                    if waiter is not None and not waiter[0].done():
+                        waiter[0].set_result((body, status))
                 case SendUpstream(data):
                     if self.upstream is not None:
                         self.upstream.send(data)
@@ -480,7 +479,7 @@ class SessionActor:
     def _crash(self, reason: str, condition: Condition) -> None:
         """Answer everything, drop upstream, report the end; used when the core cannot go on."""
         body = ResponseBody(type="terminate", condition=condition)
-        for future in self._waiters.values():
+        for future, _ in self._waiters.values():
             if not future.done():
                 future.set_result((body, 200))
         self._waiters.clear()
@@ -498,7 +497,7 @@ class SessionActor:
         if self._frames or self._ws_close is not None:
             with contextlib.suppress(Exception):  # the last frames of a closing WebSocket
                 await self._socket_io()
-        for future in self._waiters.values():  # cannot happen if the core keeps its promise
+        for future, _ in self._waiters.values():  # cannot happen if the core keeps its promise
             if not future.done():
                 future.set_result(
                     (ResponseBody(type="terminate", condition=Condition.ITEM_NOT_FOUND), 200)
