@@ -41,13 +41,15 @@ _HEADERS = {"Cache-Control": "no-store"}
 @dataclass(slots=True)
 class HttpAnswer:
     """An HTTP answer, independent of the server that writes it (aiohttp or the fast path).
-    ``close``: close the connection after it (B-HTTP-14)."""
+    ``close``: close the connection after it; ``silent``: close it without answering at all
+    (B-HTTP-14)."""
 
     status: int
     body: bytes
     content_type: str = DEFAULT_CONTENT_TYPE
     cors: dict[str, str] | None = None
     close: bool = False
+    silent: bool = False
 
     def headers(self) -> dict[str, str]:
         """B-HTTP-05: a Content-Length response, never chunked (the writers set the length);
@@ -144,8 +146,8 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     else:
         outcome = process(state, request, data, cors)
     answer = await settle(state, outcome)
-    if answer.close and request.transport is not None:
-        request.transport.close()
+    if answer.silent and request.transport is not None:
+        request.transport.close()  # B-HTTP-14: nothing is answered
         raise web.HTTPBadRequest(headers=answer.cors)
     return to_response(answer)
 
@@ -203,7 +205,7 @@ def _to_session(
             sid,
             client_ip(request, state.config),
         )
-        return HttpAnswer(400, b"400: Bad Request", "text/plain; charset=utf-8", cors, True)
+        return HttpAnswer(400, b"", cors=cors, close=True, silent=True)
     actor.client_activity(nbytes_in=size)
     token, future = actor.new_token(request.transport)
     if root is None:

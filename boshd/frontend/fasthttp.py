@@ -519,6 +519,10 @@ class FastBoshProtocol(asyncio.Protocol):
         if transport is None or self._done or transport.is_closing():
             return
         self._last = self._server.loop.time()
+        if answer.silent:  # B-HTTP-14: the connection is closed, nothing is answered
+            self._close_after = True
+            self._close()
+            return
         try:
             data = self._encode(answer, keep_alive_10)
         except ValueError as exc:  # a header value that cannot be sent as it is
