@@ -159,16 +159,17 @@ class Daemon:
 
     async def run(self, shutdown_trigger: Awaitable[object] | None = None) -> None:
         await self.runner.setup()
+        # Start-up objects (modules, the XSDs, the config) live as long as the process: move
+        # them out of the collector's sight so full collections scan sessions only. Before the
+        # listeners start, so that no session object is ever frozen.
+        gc.collect()
+        gc.freeze()
         watchdog: asyncio.Task[None] | None = None
         try:
             await start_sites(self.runner, self.config.server.listen, self.tls)
             if self.admin_runner is not None:
                 await self.admin_runner.setup()
                 await start_sites(self.admin_runner, self.config.admin.listen, None, inherit=False)
-            # Start-up objects (modules, the XSDs, the config) live as long as the process: move
-            # them out of the collector's sight so full collections scan sessions only.
-            gc.collect()
-            gc.freeze()
             log.info(
                 "boshd ready (pid %d, config %s)", os.getpid(), self.config.source or "built-in"
             )

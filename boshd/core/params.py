@@ -95,10 +95,11 @@ def parse_version(value: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-# A media type's parameters as RFC 9110 §5.6.6 allows them: token=token or token="quoted".
+# A media type's parameters as RFC 9110 §5.6.6 allows them:
+# *( OWS ";" OWS [ token "=" ( token / quoted-string ) ] ).
 _PARAMETERS = re.compile(
-    r"(?:[ \t]*;[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+="  # ; name=
-    r"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"[ !#-\[\]-~]*\"))*"  # token or quoted string
+    r"(?:[ \t]*;[ \t]*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+="  # ; name=
+    r"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+|\"[ \t!#-\[\]-~]*\"))?)*"  # token or quoted string
     r"[ \t]*"
 )
 
@@ -111,7 +112,8 @@ def content_type_for(requested: str | None, allowed: tuple[str, ...]) -> str:
         return DEFAULT_CONTENT_TYPE
     stripped = requested.strip()
     _, semicolon, rest = stripped.partition(";")
-    if not (stripped.isascii() and stripped.isprintable()) or not _PARAMETERS.fullmatch(
+    visible = stripped.replace("\t", " ")
+    if not (visible.isascii() and visible.isprintable()) or not _PARAMETERS.fullmatch(
         semicolon + rest
     ):
         return DEFAULT_CONTENT_TYPE

@@ -272,7 +272,10 @@ class FastBoshProtocol(asyncio.Protocol):
         if not self._busy and not self._write_paused:
             self._serve()
         elif len(self._buffer) > MAX_HEAD + self._max_body():
-            self._pause_reading()  # a pipelining client waits for its answers
+            # A pipelining client waits for its answers. While reading is paused, its FIN is
+            # not seen either, so a held request of such a client is not known to be abandoned
+            # until its answer is written (only a client that pipelines this much gets here).
+            self._pause_reading()
 
     def eof_received(self) -> bool:
         # The transport closes, so a held request whose client went away is seen as such
@@ -296,7 +299,9 @@ class FastBoshProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ control
 
     def close_when_idle(self) -> None:
-        """Shutdown: close now if nothing is in hand or half-received, else after it."""
+        """Shutdown: close now if nothing is in hand or half-received; a request in hand, or
+        one whose head has arrived, is answered first; a partial head is not waited for
+        (like aiohttp, the connection is cut off at the end of the shutdown timeout)."""
         self._close_after = True
         if not self._busy and self._head is None and not self._buffer:
             self._close()
@@ -343,7 +348,12 @@ class FastBoshProtocol(asyncio.Protocol):
     def _serve(self) -> None:
         """Answer every complete request in the buffer, in order, while none is in hand."""
         buffer = self._buffer
-        while not (self._busy or self._write_paused or self._done or self._close_after):
+        while not (
+            self._busy
+            or self._write_paused
+            or self._done
+            or (self._close_after and self._head is None)
+        ):
             head = self._head
             if head is None:
                 start = max(self._scanned - 3, 0)

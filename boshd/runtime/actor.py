@@ -111,6 +111,44 @@ class ClientSocket(Protocol):
 
 
 Connector = Callable[["SessionActor", ConnectUpstream], Awaitable[Upstream]]
+
+
+class _Inbox:
+    """A FIFO as small as a list when empty (an empty deque is 0.5 KB, and thousands of idle
+    sessions each hold one) with O(1) amortised ``popleft``: a read index, and the consumed
+    head is dropped in one go when it is at least half of the list."""
+
+    __slots__ = ("_head", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._head = 0
+
+    def __bool__(self) -> bool:
+        return self._head < len(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def append(self, item: Any) -> None:
+        self._items.append(item)
+
+    def popleft(self) -> Any:
+        items = self._items
+        if self._head >= len(items):
+            raise IndexError("pop from an empty inbox")
+        item = items[self._head]
+        items[self._head] = None  # no reference kept to what has been taken
+        self._head += 1
+        if self._head == len(items):
+            items.clear()
+            self._head = 0
+        elif self._head >= 64 and self._head * 2 >= len(items):
+            del items[: self._head]
+            self._head = 0
+        return item
+
+
 FIRST_TOKEN = 1  # the first token an actor hands out (a BOSH session's creation request)
 
 
@@ -194,7 +232,7 @@ class SessionActor:
         self._connector = connector
         self._on_end = on_end
         self._loop = asyncio.get_running_loop()
-        self._inbox: list[Any] = []  # short; an empty deque would cost 0.5 KB per session
+        self._inbox = _Inbox()
         self._wakeup: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -308,7 +346,7 @@ class SessionActor:
             while not self.core.closed and self._ended is None:
                 now = self._loop.time()
                 if self._inbox:
-                    item = self._inbox.pop(0)
+                    item = self._inbox.popleft()
                     if type(item) is UpstreamStanzas:
                         self._backlog -= sum(len(s.data) for s in item.stanzas)
                         if self._paused and self._backlog <= self._backlog_limit // 2:

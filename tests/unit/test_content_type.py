@@ -11,10 +11,19 @@ ALLOWED = ("text/xml", "application/xml", "text/plain")
 
 @pytest.mark.parametrize(
     "requested",
-    ["text/xml; charset=utf-8", "text/xml", 'text/plain;charset="utf-8"', "application/xml"],
+    [
+        "text/xml; charset=utf-8",
+        "text/xml",
+        'text/plain;charset="utf-8"',
+        "application/xml",
+        "text/xml;",
+        "text/xml; ; charset=utf-8",
+        "text/xml;\tcharset=utf-8",
+    ],
 )
 def test_plain_media_types_are_kept(requested: str) -> None:
-    """A listed media type with well-formed parameters is used as asked (B-HTTP-09)."""
+    """A listed media type with parameters as RFC 9110 §5.6.6 allows them (empty ones and tabs
+    included) is used as asked (B-HTTP-09)."""
     assert content_type_for(requested, ALLOWED) == requested
 
 

@@ -86,6 +86,31 @@ def test_shortcut_agrees_with_the_full_path(
     assert full == (quick[0], BoshRequest(1, quick[1])), data
 
 
+VALID_RID = st.integers(1, 10**15 - 1).map(str)
+VALID_SID = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rid=VALID_RID,
+    sid=VALID_SID,
+    order=st.permutations([0, 1, 2]),
+    quote=st.sampled_from(["'", '"']),
+    space=SPACES,
+    tail=st.sampled_from(["", " ", "\n", "\t "]),
+    end=st.sampled_from(["/>", "></body>"]),
+)
+def test_plain_polls_are_recognised_exactly(
+    rid: str, sid: str, order: list[int], quote: str, space: str, tail: str, end: str
+) -> None:
+    """Every poll in the plain form is taken by the shortcut, with the sid and rid the full
+    path reads from it (B-WRAP-01, B-RID-01)."""
+    attrs = [f"rid={quote}{rid}{quote}", f"sid={quote}{sid}{quote}", f"xmlns={quote}{NS}{quote}"]
+    data = ("<body" + "".join(space + attrs[i] for i in order) + tail + end).encode()
+    assert empty_request(data) == (sid, int(rid))
+    assert full_path(data) == (sid, BoshRequest(1, int(rid)))
+
+
 def test_the_usual_polls_are_recognised() -> None:
     """StropheJS's self-closing poll and the open/close form are taken by the shortcut
     (B-WRAP-01)."""
