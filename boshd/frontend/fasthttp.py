@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -136,6 +137,10 @@ class FastServer:
         config = self.state.config.server
         self.bosh_path = config.bosh_path
         self.enabled = config.fast_bosh and bool(config.bosh_path)
+        if self.enabled:
+            log.info("%s served by boshd's HTTP front, the rest by aiohttp", self.bosh_path)
+        elif config.bosh_path:
+            log.info("%s served by aiohttp (server.fast_bosh = false)", config.bosh_path)
         self.loop = asyncio.get_running_loop()
         self.connections: set[FastBoshProtocol] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -548,11 +553,10 @@ class FastBoshProtocol(asyncio.Protocol):
             self._close_after = True
         status = answer.status
         parts = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)), _date_header()]
-        headers = answer.headers() if answer.content_type else dict(answer.cors or {})
-        for name, value in headers.items():
-            if _UNSAFE_VALUE.search(value):
-                raise ValueError(f"{name} header value {value!r} holds CR, LF or NUL")
-            parts.append(f"{name}: {value}\r\n".encode("utf-8", "surrogateescape"))
+        if answer.content_type:
+            parts.append(_answer_fields(answer.content_type))
+        if answer.cors:
+            parts.extend(_field(name, value) for name, value in answer.cors.items())
         if status != 204:
             parts.append(b"Content-Length: %d\r\n" % len(answer.body))
         if self._close_after:
@@ -588,6 +592,20 @@ def _could_be_ours(buffer: bytearray) -> bool:
     """False as soon as the first bytes cannot start a POST or OPTIONS request line."""
     start = bytes(buffer[:9])
     return b"POST /".startswith(start[:6]) or b"OPTIONS /".startswith(start[:9])
+
+
+@functools.lru_cache(maxsize=64)
+def _answer_fields(content_type: str) -> bytes:
+    """The fields every answer of this type carries (bosh.HttpAnswer.headers without CORS),
+    encoded once per type instead of once per response."""
+    answer = bosh.HttpAnswer(200, b"", content_type)
+    return b"".join(_field(name, value) for name, value in answer.headers().items())
+
+
+def _field(name: str, value: str) -> bytes:
+    if _UNSAFE_VALUE.search(value):
+        raise ValueError(f"{name} header value {value!r} holds CR, LF or NUL")
+    return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
 
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
