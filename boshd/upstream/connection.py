@@ -51,6 +51,7 @@ from boshd.upstream.splitter import (
     StreamErrorReceived,
     StreamStart,
 )
+from boshd.wire.parser import hardened_parser
 
 log = logging.getLogger("boshd.upstream")
 
@@ -78,9 +79,7 @@ def stream_header(header: StreamHeader) -> bytes:
 # Stanzas from the server were already checked well-formed by the (strict) splitter; this
 # parser re-reads them for feature filtering and binding, and must accept what the splitter
 # accepts, such as a namespace name that is an IRI rather than an ASCII URI.
-_STANZA_PARSER = etree.XMLParser(
-    recover=True, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
-)
+_STANZA_PARSER = hardened_parser(recover=True)
 
 
 def parse_stanza(data: bytes) -> etree._Element:

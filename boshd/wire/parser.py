@@ -25,20 +25,28 @@ For BOSH every one of them ends the session with ``bad-request`` (B-WRAP-06), ex
 :class:`XmlTooLarge`, which carries ``policy-violation`` as G-LIM-01 asks (it is still a
 ``BadRequest`` for callers that only care about "the client sent bad XML").
 
-How the parser is locked down:
+How the parser is locked down (each point holds on its own, whatever the others decide):
 
 * the size limit is checked before lxml sees a byte;
-* the lxml parser never resolves entities, never loads a DTD, never touches the network,
-  keeps libxml2's default resource limits (``huge_tree=False``) and keeps comments and
-  processing instructions in the tree, so they can be found and refused instead of being
-  silently dropped;
-* a DOCTYPE in front of the root is refused before parsing, so an entity bomb ("billion
-  laughs") or an external entity is never handed to libxml2 at all; the parsed tree's
-  ``docinfo`` is checked as well whenever the bytes could hold a DOCTYPE;
-* comments, PIs and deep nesting are searched for in the tree only when the raw bytes make
-  them possible (``<!--`` / ``<?`` present, input long enough for ``max_depth`` levels), so a
-  typical small body pays for none of these scans. The substring tests are gates only; the
-  decision is always taken on the parsed tree, so a ``<!--`` inside CDATA is not refused.
+* every lxml parser comes from :func:`hardened_parser`: it never resolves entities, never
+  loads a DTD, never touches the network, keeps libxml2's default resource limits
+  (``huge_tree=False``) and keeps comments and processing instructions in the tree, so they
+  can be found and refused instead of being silently dropped; and its resolver refuses every
+  request for an external resource by raising :class:`ExternalResourceRefused` before
+  libxml2 opens anything (libxml2 2.14 still fetches an external *parameter* entity named in
+  an internal subset with those options, so the options alone are not enough);
+* the prolog is checked exactly against the XML grammar before parsing: only an XML
+  declaration and whitespace may precede the root element, so a DOCTYPE (which can only
+  appear there), a comment or a PI in front of the root is refused before libxml2 reads it,
+  and an entity bomb or an external entity never reaches the parser; after parsing, the
+  tree's ``docinfo`` is checked for a DOCTYPE anyway;
+* without a DTD, libxml2's work is linear in the input, which the size limit bounds: no
+  input can make a parse block the event loop for long;
+* comments, PIs and deep nesting inside the root are searched for in the tree only when the
+  raw bytes make them possible (``<!--`` / ``<?`` present, input long enough for
+  ``max_depth`` levels), so a typical small body pays for none of these scans. The substring
+  tests are gates only; the decision is always taken on the parsed tree, so a ``<!--``
+  inside CDATA is not refused.
 
 lxml parsers are not thread-safe; each thread gets its own parser, created on first use and
 then reused (boshd parses on the event loop thread, so in practice there is one).
@@ -59,12 +67,15 @@ from boshd.errors import BadRequest
 __all__ = [
     "DEFAULT_MAX_ATTR_BYTES",
     "DEFAULT_MAX_DEPTH",
+    "ExternalResourceRefused",
     "XmlMalformed",
     "XmlRestricted",
     "XmlTooLarge",
     "XmlUnsupportedEncoding",
+    "hardened_parser",
     "parse_body",
     "parse_fragment",
+    "refused_loads",
 ]
 
 DEFAULT_MAX_DEPTH: Final = 64
@@ -114,6 +125,7 @@ _UTF8_NAMES: Final = frozenset({"UTF-8", "UTF8"})
 # The encoding pseudo-attribute of an XML declaration; "?" cannot occur inside one.
 _ENCODING_DECL: Final = re.compile(rb"<\?xml[^?]*?\sencoding\s*=\s*[\"']([A-Za-z0-9._-]*)[\"']")
 _MAX_DECL_SCAN: Final = 512
+_WHITESPACE_RUN: Final = re.compile(rb"[ \t\r\n]*")
 
 # Smallest document with an element at nesting level d (root = 1): "<a>" * (d-1) + "<a/>" +
 # "</a>" * (d-1), i.e. 7 * (d - 1) + 4 bytes. Shorter input cannot exceed the depth limit.
@@ -122,24 +134,72 @@ _BYTES_INNERMOST: Final = 4
 
 _local = threading.local()
 
+# The parser options boshd uses for every lxml parse of untrusted bytes. Options alone do not
+# keep libxml2 away from files: ``collect_ids=False`` makes lxml set XML_SKIP_IDS in the
+# context's ``loadsubset`` flags, and libxml2 (2.14) then fetches an external *parameter* entity
+# named in an internal subset although ``load_dtd`` and ``resolve_entities`` are False. That is
+# how one request once made boshd read /dev/zero forever. So every parser also gets a resolver
+# that refuses every load (below), and a DOCTYPE never reaches libxml2 at all (_check_prolog).
+_PARSER_OPTIONS: Final[dict[str, Any]] = {
+    "resolve_entities": False,  # never expand entities: no billion laughs, no XXE
+    "no_network": True,
+    "load_dtd": False,
+    "dtd_validation": False,
+    "attribute_defaults": False,
+    "huge_tree": False,  # keep libxml2's limits (depth 256, text sizes)
+    "collect_ids": False,  # no ID hash table for attacker-chosen xml:id values
+}
+
+_refused_loads = 0
+
+
+class ExternalResourceRefused(XmlRestricted):
+    """The parser asked for an external resource (DTD, entity); refused before any I/O."""
+
+
+class _RefuseEverything(etree.Resolver):
+    """lxml asks a parser's resolvers before libxml2 opens any file or URL (DTD, external
+    entity, XInclude). This one answers every request by raising, so nothing is ever read,
+    whatever the document or the parser options say, and counts the attempt."""
+
+    # lxml passes a third argument, the context, that lxml-stubs leave out.
+    def resolve(  # type: ignore[override]
+        self, system_url: str | None, public_id: str | None, context: object
+    ) -> Any:
+        global _refused_loads
+        _refused_loads += 1
+        shown = repr(system_url)[:80]
+        raise ExternalResourceRefused(
+            f"the document refers to an external resource {shown}; boshd never loads any (C-XML-01)"
+        )
+
+
+def refused_loads() -> int:
+    """How many external loads the parsers have refused since start-up (for tests, metrics)."""
+    return _refused_loads
+
+
+def hardened_parser(*, recover: bool = False) -> etree.XMLParser:
+    """A new lxml parser for untrusted bytes: no DTD, no entity, no file or network access.
+
+    Every lxml parser in boshd comes from here. Not thread-safe (lxml parsers never are):
+    keep one per thread.
+    """
+    parser = etree.XMLParser(
+        **_PARSER_OPTIONS,
+        remove_comments=False,  # keep them so they can be refused (C-XML-01)
+        remove_pis=False,
+        recover=recover,
+    )
+    parser.resolvers.add(_RefuseEverything())
+    return parser
+
 
 def _parser() -> etree.XMLParser:
-    """This thread's parser (lxml parsers must not be shared between threads)."""
+    """This thread's strict parser (lxml parsers must not be shared between threads)."""
     parser: etree.XMLParser | None = getattr(_local, "parser", None)
     if parser is None:
-        parser = etree.XMLParser(
-            resolve_entities=False,  # never expand entities: no billion laughs, no XXE
-            no_network=True,
-            load_dtd=False,
-            dtd_validation=False,
-            attribute_defaults=False,
-            huge_tree=False,  # keep libxml2's limits (depth 256, text sizes)
-            remove_comments=False,  # keep them so they can be refused (C-XML-01)
-            remove_pis=False,
-            collect_ids=False,  # no ID hash table for attacker-chosen xml:id values
-            recover=False,
-        )
-        _local.parser = parser
+        parser = _local.parser = hardened_parser()
     return parser
 
 
@@ -246,13 +306,11 @@ def _parse(
                 "accepted (C-XML-03)"
             )
 
-    # B-WRAP-03/06, C-XML-01: no DTD at all. A real DOCTYPE precedes the root element and so
-    # any CDATA section; refusing here means an entity bomb or external entity is never
-    # parsed. "<!DOCTYPE" after a CDATA start can only be character data (or a syntax error),
-    # and the docinfo check after parsing settles it.
-    doctype_at = data.find(b"<!DOCTYPE")
-    if doctype_at >= 0 and data.find(b"<![CDATA[", 0, doctype_at) < 0:
-        raise XmlRestricted(f"{what} contains a DOCTYPE declaration (B-WRAP-06, C-XML-01)")
+    # B-WRAP-03/06, C-XML-01: nothing but whitespace may stand between the XML declaration
+    # and the root element. This is the XML prolog grammar with its comments and PIs refused
+    # (as they are anywhere), so a DOCTYPE, which may only appear there, is refused exactly,
+    # before libxml2 reads a byte of it.
+    _check_prolog(data, decl_at, has_decl, what)
 
     try:
         root = etree.fromstring(data, _parser())
@@ -261,8 +319,8 @@ def _parse(
     if root is None:  # pragma: no cover - only a recovering parser returns no root
         raise XmlMalformed(f"{what} holds no element")
 
-    if has_decl or doctype_at >= 0:
-        _check_docinfo(root.getroottree().docinfo, what)
+    # Defence in depth: whatever the byte checks decided, a DOCTYPE the parser saw is refused.
+    _check_docinfo(root.getroottree().docinfo, what)
 
     # C-XML-01, B-WRAP-03/06: comments and PIs, inside the root or next to it. The byte scan
     # only decides whether the tree needs searching; the XML declaration is not a PI.
@@ -280,6 +338,40 @@ def _parse(
         _check_attribute_sizes(root, what, max_attr_bytes)
 
     return root
+
+
+def _check_prolog(data: bytes, start: int, has_decl: bool, what: str) -> None:
+    """Refuse anything but whitespace between the XML declaration (if any) and the root.
+
+    ``start`` is the offset after a byte order mark; ``has_decl`` says an XML declaration
+    begins there.
+    """
+    size = len(data)
+    i = start
+    if has_decl:
+        # The declaration's values are names and digits: its first "?>" is its end.
+        end = data.find(b"?>", start)
+        if end < 0:
+            raise XmlMalformed(f"{what} has an unterminated XML declaration")
+        i = end + 2
+    i = _WHITESPACE_RUN.match(data, i).end()  # type: ignore[union-attr]  # always matches
+    if i >= size or data[i] != 0x3C:  # "<"
+        return  # no markup here at all: libxml2 refuses it at this very byte, with its message
+    kind = data[i + 1 : i + 2]
+    if kind == b"!":
+        if data.startswith(b"<!DOCTYPE", i):
+            raise XmlRestricted(f"{what} contains a DOCTYPE declaration (B-WRAP-06, C-XML-01)")
+        if data.startswith(b"<!--", i):
+            raise XmlRestricted(f"{what} contains a comment (B-WRAP-06, C-XML-01)")
+        raise XmlMalformed(f"{what} is not well-formed XML: markup declaration before the root")
+    if kind == b"?":
+        if (
+            data.startswith(_XML_DECL_START, i)
+            and i + 5 < size
+            and data[i + 5] in _XML_WHITESPACE_BYTES
+        ):
+            raise XmlMalformed(f"{what} has an XML declaration that is not at its start")
+        raise XmlRestricted(f"{what} contains a processing instruction (B-WRAP-06, C-XML-01)")
 
 
 def _classify(exc: etree.XMLSyntaxError, *, what: str, max_depth: int) -> BadRequest:

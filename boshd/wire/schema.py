@@ -184,6 +184,13 @@ class BodySchema:
 
     def check(self, elem: etree._Element) -> None:
         """Raise :class:`~boshd.errors.BadRequest` unless ``elem`` is a valid ``<body/>``."""
+        # Bounded work: xmlschema is pure Python and slow on many attributes (20,000 unknown
+        # ones took 2 s to explain), so that count is capped before it runs (G-LIM-01).
+        count = len(elem.attrib)
+        if count > MAX_BODY_ATTRIBUTES:
+            raise BadRequest(
+                f"<body/> has {count} attributes, at most {MAX_BODY_ATTRIBUTES} are accepted"
+            )
         problem = _structure_problem(elem)
         if problem is not None:
             raise BadRequest(problem)
@@ -239,6 +246,10 @@ class BodySchema:
 def default_body_schema() -> BodySchema:
     """The schema from :func:`default_schema_dir`, loaded once per process."""
     return BodySchema.load()
+
+
+MAX_BODY_ATTRIBUTES: Final = 64
+"""Most attributes a ``<body/>`` may carry: XEP-0124 and XEP-0206 define about 25."""
 
 
 class _Delegate(str):

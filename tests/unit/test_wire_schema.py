@@ -508,3 +508,35 @@ def _edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new))
+
+
+# --- issue 13 finding 1: bounded work for any body --------------------------------------
+
+
+@pytest.mark.parametrize("count", [65, 1_000, 20_000])
+@pytest.mark.parametrize("qualified", [False, True], ids=["unknown", "other-namespace"])
+def test_bodies_with_many_attributes_never_reach_full_validation(
+    schema: BodySchema, monkeypatch: pytest.MonkeyPatch, count: int, qualified: bool
+) -> None:
+    """A body with more attributes than any client sends is refused before xmlschema (pure
+    Python, seconds for 20,000 unknown attributes) looks at it, so no body can hold the event
+    loop (issue 13 finding 1, G-LIM-01, B-WRAP-06)."""
+
+    def forbidden(elem: etree._Element) -> list[str]:
+        raise AssertionError("full validation ran on an oversized attribute set")
+
+    monkeypatch.setattr(schema, "_schema_errors", forbidden)
+    prefix = "o:" if qualified else ""
+    attrs = "".join(f" {prefix}a{i}='1'" for i in range(count))
+    data = f"<body xmlns='{HTTPBIND_NS}' xmlns:o='{OTHER_NS}' rid='1' sid='s'{attrs}/>"
+    with pytest.raises(BadRequest, match="at most 64"):
+        schema.check(parse_body(data.encode(), max_bytes=1 << 20))
+
+
+def test_a_body_with_the_most_attributes_allowed_is_still_checked_normally(
+    schema: BodySchema,
+) -> None:
+    """Up to the cap, attributes in another namespace are accepted as before (B-WRAP-06)."""
+    attrs = "".join(f" o:a{i}='1'" for i in range(62))
+    data = f"<body xmlns='{HTTPBIND_NS}' xmlns:o='{OTHER_NS}' rid='1' sid='s'{attrs}/>"
+    schema.check(parse_body(data.encode(), max_bytes=1 << 20))
