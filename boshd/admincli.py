@@ -17,13 +17,13 @@ class NotAdminApi(Exception):
     """The URL answered, but not like the admin API."""
 
 
-def admin_endpoint(config: Config, url: str | None) -> tuple[str, str | None]:
+def admin_endpoint(config: Config | None, url: str | None) -> tuple[str, str | None]:
     """(base URL, unix socket path or None) from --url or the first admin listener."""
     if url:
         if url.startswith("unix:"):
             return "http://localhost", url[len("unix:") :]
         return url.rstrip("/"), None
-    if not config.admin.listen:
+    if config is None or not config.admin.listen:
         raise SystemExit("boshd: the admin API is off (admin.listen is empty); use --url")
     first = config.admin.listen[0]
     if first.startswith("unix:"):
@@ -31,8 +31,12 @@ def admin_endpoint(config: Config, url: str | None) -> tuple[str, str | None]:
     return f"http://{first}", None
 
 
-def admin_token(config: Config, token: str | None) -> str:
-    return token or secret_value(config.admin.token, config.admin.token_file)
+def admin_token(config: Config | None, token: str | None) -> str:
+    if token:
+        return token
+    if config is None:
+        raise SystemExit("boshd: no admin token; use --token or a config with admin.token")
+    return secret_value(config.admin.token, config.admin.token_file)
 
 
 async def _call(
@@ -64,7 +68,8 @@ def _table(sessions: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run(config: Config, args: argparse.Namespace) -> int:
+def run(config: Config | None, args: argparse.Namespace) -> int:
+    """Carry out ``boshd sessions ...``; ``config`` is None when --url and --token say all."""
     base, socket_path = admin_endpoint(config, args.url)
     token = admin_token(config, args.token)
     if args.action == "list":
@@ -95,11 +100,15 @@ def run(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("sessions", help="list, show or end sessions through the admin API")
-    p.add_argument("--config", dest="sub_config", help=argparse.SUPPRESS)
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    text = "list, show or end sessions through the admin API"
+    p = sub.add_parser("sessions", help=text, description=text, parents=parents)
     p.add_argument("--url", help="admin API URL or unix:/path (default: from admin.listen)")
-    p.add_argument("--token", help="admin token (default: from admin.token / token_file)")
+    p.add_argument(
+        "--token",
+        help="admin token (default: from admin.token / token_file); with --url as well, "
+        "no config file is needed",
+    )
     actions = p.add_subparsers(dest="action", required=True)
     lst = actions.add_parser("list", help="all live sessions")
     lst.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -328,3 +328,65 @@ async def test_sessions_cli_takes_sids_starting_with_a_dash(
             args,
             result,
         )
+
+
+# ---------------------------------------------------------- issue 16 item 4: the command line
+
+
+async def raw_cli(*args: str, shell_tail: str = "") -> CliResult:
+    """``boshd ARGS`` (optionally piped into ``shell_tail``) with no config file anywhere."""
+    argv = boshd_argv(*args)
+    command = " ".join(f"'{a}'" for a in argv) + (f" | {shell_tail}" if shell_tail else "")
+    env = daemon_env()
+    env["BOSHD_CONFIG"] = str(PROJECT_ROOT / "does-not-exist.toml")
+    proc = await asyncio.create_subprocess_shell(
+        "set -o pipefail; " + command,
+        executable="/bin/bash",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=PROJECT_ROOT,
+    )
+    async with asyncio.timeout(20):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, out.decode(), err.decode())
+
+
+async def test_help_is_plain_text_and_lists_every_command_and_config() -> None:
+    """`boshd --help` is plain text naming every subcommand and the exit codes; each
+    subcommand's help shows --config (issue 16 item 4)."""
+    top = await raw_cli("--help")
+    assert top.code == 0, top
+    for command in ("run", "check-config", "version", "sessions"):
+        assert f"\n    {command} " in top.out, top.out
+    assert "``" not in top.out
+    assert "78" in top.out
+    for command in ("run", "check-config", "version", "sessions"):
+        sub = await raw_cli(command, "--help")
+        assert sub.code == 0, sub
+        assert "--config CONFIG" in sub.out, (command, sub.out)
+
+
+async def test_sessions_cli_with_url_and_token_needs_no_config_file_and_survives_a_closed_pipe(
+    daemon_factory: DaemonFactory, prosody: PrivateProsody, tmp_path: Path
+) -> None:
+    """`boshd sessions --url ... --token ...` works with no config file at all, and piping its
+    output into `head` ends quietly: exit 0, no traceback (issue 16 item 4, docs/api.md)."""
+    token, token_path = token_file(tmp_path)
+    listen = f"127.0.0.1:{free_port()}"
+    await daemon_factory(admin_daemon_config(prosody, listen, token_path))
+    url = f"http://{listen}"
+    listed = await raw_cli("sessions", "--url", url, "--token", token, "list", "--json")
+    assert (listed.code, listed.err) == (0, ""), listed
+    assert json.loads(listed.out)["count"] == 0
+    # `true` exits at once, long before the client has its answer to print: the write hits
+    # a pipe nobody reads, as `| head` does once it has its lines.
+    cut = await raw_cli("sessions", "--url", url, "--token", token, "list", shell_tail="true")
+    assert cut.code == 0, cut
+    assert "Traceback" not in cut.err, cut.err
+    assert "BrokenPipe" not in cut.err, cut.err
+    wrong = await raw_cli("sessions", "--url", url, "list")
+    assert wrong.code != 0
+    assert "--token" in wrong.err or "token" in wrong.err, wrong
