@@ -13,6 +13,7 @@
      +-- UpstreamError            the XMPP server could not be reached or used
           +-- UpstreamTimeout     connect, DNS or header exchange took too long
           +-- UpstreamTLSError    STARTTLS / direct TLS failed, certificate not trusted
+          +-- UpstreamMisconfigured  the server cannot work with boshd's settings for it
 
 Protocol and upstream errors carry the :class:`~boshd.core.conditions.Condition` that the
 front end reports, so there is exactly one place that maps errors to responses. This module
@@ -90,3 +91,8 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamTLSError(UpstreamError):
     pass
+
+
+class UpstreamMisconfigured(UpstreamError):
+    """The server and boshd's configuration for it cannot work together (the server requires
+    STARTTLS where the domain says ``tls = "plain"``): an operator has to act."""

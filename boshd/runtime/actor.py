@@ -492,8 +492,10 @@ class SessionActor:
         try:
             self.upstream = await self._connector(self, action)
         except (UpstreamError, ProtocolError) as exc:
-            # ProtocolError: the domain turned out not to be served (host-unknown).
-            log.info("[%s] upstream: %s", self.sid, exc.reason)
+            # ProtocolError: the domain turned out not to be served (host-unknown): the
+            # client's doing. An UpstreamError is the server's or the configuration's.
+            level = logging.WARNING if isinstance(exc, UpstreamError) else logging.INFO
+            log.log(level, "[%s] upstream: %s", self.sid, exc.reason)
             self.post(UpstreamFailed(exc.condition, exc.reason))
         except asyncio.CancelledError:
             raise

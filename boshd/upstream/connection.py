@@ -41,7 +41,7 @@ from boshd.core.events import (
     UpstreamStreamError,
 )
 from boshd.core.ns import COMPRESS_FEATURE_NS, SASL_CB_NS, SASL_NS, STREAMS_NS, TLS_NS
-from boshd.errors import UpstreamError, UpstreamTimeout, UpstreamTLSError
+from boshd.errors import UpstreamError, UpstreamMisconfigured, UpstreamTimeout, UpstreamTLSError
 from boshd.upstream.routing import Target
 from boshd.upstream.splitter import (
     ElementReady,
@@ -57,6 +57,7 @@ log = logging.getLogger("boshd.upstream")
 
 BIND_JID = "{urn:ietf:params:xml:ns:xmpp-bind}bind/{urn:ietf:params:xml:ns:xmpp-bind}jid"
 CLOSE_TAG = b"</stream:stream>"
+STARTTLS_REQUIRED = f"{{{TLS_NS}}}starttls/{{{TLS_NS}}}required"
 CLOSE_TIMEOUT = 5.0  # B-TERM-04: how long to wait for the server's closing tag
 RECYCLE_EVERY = 256  # stanzas between two fresh expat parsers (see Splitter.recycle)
 
@@ -317,6 +318,14 @@ class UpstreamConnection(asyncio.Protocol):
         if features is not None and _has_child(features, f"{{{TLS_NS}}}starttls"):
             if target.tls == "starttls":
                 info_event, features = await self._starttls(target, header, context)
+            elif _has_child(features, STARTTLS_REQUIRED):
+                # RFC 6120 §5.3.1: the server will refuse everything until TLS; relaying its
+                # features without <starttls/> would leave the client with nothing to do.
+                raise UpstreamMisconfigured(
+                    f"{target}: the server requires STARTTLS but boshd is configured for "
+                    f'plain TCP: set upstream.domains."{target.domain}".tls = "starttls" '
+                    '(or upstream.route_tls = "starttls" for a route)'
+                )
         elif target.tls == "starttls":
             # C-TLS-03, B-SEC-03: TLS required by configuration, server does not offer it.
             raise UpstreamTLSError(f"{target}: server does not offer STARTTLS")

@@ -130,3 +130,38 @@ async def test_websocket_over_starttls_upstream(
         assert b"starttls" not in etree.tostring(features)
     conn = await fake.connection()
     assert conn.tls
+
+
+REQUIRED_STARTTLS_FEATURES = (
+    "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>"
+    "<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><mechanism>PLAIN</mechanism>"
+    "</mechanisms></stream:features>"
+)
+
+
+@pytest.mark.parametrize("transport", ["bosh", "websocket"])
+async def test_server_requiring_starttls_on_a_plain_domain_is_named_in_the_log(
+    make_app: AppFactory,
+    fake: FakeXmppServer,
+    caplog: pytest.LogCaptureFixture,
+    transport: str,
+) -> None:
+    """tls='plain' for a server that requires STARTTLS: the client gets
+    remote-connection-failed at once instead of empty features, and a WARNING names the
+    setting to change (issue 16 item 5, RFC 6120 §5.3.1, C-NEG-01)."""
+    fake.behaviour.features = REQUIRED_STARTTLS_FEATURES
+    target = {"host": "127.0.0.1", "port": fake.port, "tls": "plain"}
+    client = await make_app(upstream={"domains": {DOMAIN: target}})
+    if transport == "bosh":
+        reply = await Bosh(client).create()
+        assert (reply.type, reply.condition) == ("terminate", "remote-connection-failed")
+    else:
+        async with ws_session(client) as ws:
+            await ws.send(
+                f"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{DOMAIN}' version='1.0'/>"
+            )
+            frames = await ws.rest()
+        assert any("remote-connection-failed" in f for f in frames), frames
+        assert not any("<stream:features" in f or ":features" in f for f in frames), frames
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f'upstream.domains."{DOMAIN}".tls' in w for w in warnings), warnings
