@@ -13,6 +13,7 @@ Durations accept a number of seconds or a string with a unit (``"500ms"``, ``"30
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -57,6 +58,14 @@ _SIZE_UNITS = {
 }
 
 
+#: The longest duration any key accepts. Beyond a year a timer is a typo, and a huge finite
+#: value would still reach clients as a BOSH attribute or a Max-Age header.
+MAX_DURATION = 365 * 24 * 3600.0
+
+# The numeric parsers below only convert (units, strings); they may return nan or inf, which
+# TOML allows. _valid_number() then checks every numeric value, whatever its parser.
+
+
 def _duration(value: Any) -> float:
     if isinstance(value, bool):
         raise _Invalid(f"must be a duration like '30s', got {value!r}")
@@ -69,30 +78,74 @@ def _duration(value: Any) -> float:
     return seconds
 
 
-def _size(value: Any) -> int:
+def _whole_seconds(value: Any) -> float:
+    """A duration that must be whole seconds (BOSH attributes are); made an int once checked."""
+    return _duration(value)
+
+
+def _size(value: Any) -> float:
     if isinstance(value, bool):
         raise _Invalid(f"must be a size like '64KiB', got {value!r}")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    else:
-        raise _Invalid(f"must be a size like '64KiB' or a number of bytes, got {value!r}")
-    if size < 0:
-        raise _Invalid(f"must be >= 0, got {value!r}")
-    return size
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    raise _Invalid(f"must be a size like '64KiB' or a number of bytes, got {value!r}")
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+def _int(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid(f"must be an integer, got {value!r}")
     return value
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise _Invalid(f"must be a number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"must be a number, got {value!r}")
     return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Numeric:
+    """What a numeric parser's keys have in common beyond their range rule."""
+
+    whole: str | None  # None: any finite number; else integers only, named in the message
+    high: float | None = None  # largest value, if any
+    high_text: str = ""  # how the message names it
+
+
+_YEAR = f"{MAX_DURATION:g} seconds (a year)"
+
+_NUMERIC: dict[Callable[[Any], Any], _Numeric] = {
+    _duration: _Numeric(whole=None, high=MAX_DURATION, high_text=_YEAR),
+    _whole_seconds: _Numeric("a whole number of seconds", high=MAX_DURATION, high_text=_YEAR),
+    _size: _Numeric(whole="a whole number of bytes"),
+    _int: _Numeric(whole="an integer"),
+    _number: _Numeric(whole=None),
+}
+
+_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    ">0": (lambda v: v > 0, "must be > 0"),
+    ">=0": (lambda v: v >= 0, "must be >= 0"),
+    "port": (lambda v: 0 < v <= 65535, "must be a port number 1-65535"),
+}
+
+
+def _valid_number(raw: Any, number: float, rule: str, numeric: _Numeric) -> float:
+    """The one check every numeric setting passes (issue 13, finding 8). nan compares false
+    with everything, so a bound written as "refuse if v <= 0" lets it through, and int() of nan
+    or inf raises; hence finite first, then whole where the key needs it, then the key's range.
+    Returns an int for whole keys. Messages show what was written (`raw`)."""
+    if not math.isfinite(number):
+        raise _Invalid(f"must be a finite number, got {raw!r}")
+    if numeric.whole and not float(number).is_integer():
+        raise _Invalid(f"must be {numeric.whole}, got {raw!r}")
+    accepts, message = _RULES[rule]
+    if not accepts(number):
+        raise _Invalid(f"{message}, got {raw!r}")
+    if numeric.high is not None and number > numeric.high:
+        raise _Invalid(f"must be at most {numeric.high_text}, got {raw!r}")
+    return int(number) if numeric.whole else float(number)
 
 
 def _bool(value: Any) -> bool:
@@ -120,13 +173,6 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
         return str(value)
 
     return parse
-
-
-def _whole_seconds(value: Any) -> int:
-    seconds = _duration(value)
-    if seconds != int(seconds):  # BOSH attributes are whole seconds
-        raise _Invalid(f"must be a whole number of seconds, got {value!r}")
-    return int(seconds)
 
 
 def _listen(value: Any) -> tuple[str, ...]:
@@ -182,9 +228,14 @@ def _path_or_empty(value: Any) -> str:
 
 
 def opt(default: Any, doc: str, parse: Callable[[Any], Any], check: str = "") -> Any:
-    """Declare one config key: default, meaning (for docs/configuration.md), parser, rule."""
-    if not check and parse in (_duration, _whole_seconds, _size):
-        check = ">=0"
+    """Declare one config key: default, meaning (for docs/configuration.md), parser, range
+    rule (numeric keys only: ">0", ">=0" (the default) or "port")."""
+    if parse in _NUMERIC:
+        check = check or ">=0"
+        if check not in _RULES:
+            raise TypeError(f"unknown range rule {check!r}")
+    elif check:
+        raise TypeError("range rules are for numeric keys")
     meta = {"doc": doc, "parse": parse, "check": check}
     if isinstance(default, list | dict):
         raise TypeError("use tuples for defaults")
@@ -542,16 +593,6 @@ SECTIONS: dict[str, type[Any]] = {
 # --------------------------------------------------------------------------- loading
 
 
-def _check(rule: str, value: Any) -> str | None:
-    if rule == ">0" and value <= 0:
-        return f"must be > 0, got {value!r}"
-    if rule == ">=0" and value < 0:
-        return f"must be >= 0, got {value!r}"
-    if rule == "port" and not 0 < value <= 65535:
-        return f"must be a port number 1-65535, got {value!r}"
-    return None
-
-
 def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
     if not isinstance(raw, dict):
         problems.append(f"{path}: must be a table, got {raw!r}")
@@ -567,14 +608,14 @@ def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
         if key in _NESTED:
             values[key] = _NESTED[key](value, dotted, problems)
             continue
+        parse = spec.metadata["parse"]
         try:
-            parsed = spec.metadata["parse"](value)
+            parsed = parse(value)
+            numeric = _NUMERIC.get(parse)
+            if numeric is not None:
+                parsed = _valid_number(value, parsed, spec.metadata["check"], numeric)
         except _Invalid as exc:
             problems.append(f"{dotted}: {exc}")
-            continue
-        message = _check(spec.metadata.get("check", ""), parsed)
-        if message:
-            problems.append(f"{dotted}: {message}")
             continue
         values[key] = parsed
     return cls(**values)
