@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from boshd.config import Config, secret_value
+from boshd.config import Config
 
 
 class NotAdminApi(Exception):
@@ -32,7 +32,7 @@ def admin_endpoint(config: Config, url: str | None) -> tuple[str, str | None]:
 
 
 def admin_token(config: Config, token: str | None) -> str:
-    return token or secret_value(config.admin.token, config.admin.token_file)
+    return token or config.secrets.admin_token
 
 
 async def _call(

@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sessions":
         return admincli.run(config, args)
     if args.command == "check-config":
+        for warning in config.warnings:
+            print(f"boshd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
         return 0
     setup_logging(config)
