@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from boshd.config import Config, secret_value
+from boshd.config import Config
 
 
 class NotAdminApi(Exception):
@@ -36,7 +36,7 @@ def admin_token(config: Config | None, token: str | None) -> str:
         return token
     if config is None:
         raise SystemExit("boshd: no admin token; use --token or a config with admin.token")
-    return secret_value(config.admin.token, config.admin.token_file)
+    return config.secrets.admin_token
 
 
 async def _call(

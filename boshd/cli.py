@@ -99,10 +99,10 @@ def _main(argv: list[str] | None) -> int:
         print(f"boshd {__version__}")
         return 0
     path = args.sub_config or args.config
+    from boshd import admincli
+
     if args.command == "sessions" and args.url and args.token and path is None:
         # Everything the client needs is on the command line: no config file is read.
-        from boshd import admincli
-
         return admincli.run(None, args)
     try:
         config = _load(path)
@@ -119,6 +119,8 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "sessions":
         return admincli.run(config, args)
     if args.command == "check-config":
+        for warning in config.warnings:
+            print(f"boshd: warning: {warning}", file=sys.stderr)
         print(f"{config.source}: OK")
         return 0
     setup_logging(config)

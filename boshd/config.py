@@ -7,18 +7,27 @@ CLI exits on a bad config (exit code 78); this module raises :class:`ConfigError
 
 Durations accept a number of seconds or a string with a unit (``"500ms"``, ``"30s"``,
 ``"5m"``, ``"1h"``); sizes accept a number of bytes or a string with a unit (``"512B"``,
-``"64KiB"``, ``"1MiB"``, ``"10MB"``).
+``"64KiB"``, ``"1MiB"``, ``"10MB"``). Every numeric value, whatever its unit, passes one check,
+:func:`_valid_number`: finite (TOML allows ``nan``, ``inf`` and ``-inf``), whole where the key
+needs it, within the key's range.
+
+Secrets (``auth.token_secret``, ``prebind.secret``, ``admin.token``, each inline or in a
+``*_file``) are read once per load into :class:`Secrets`; nothing else reads those files, so a
+reload (which builds a new :class:`Config`) is the one moment a rotated secret takes effect.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import math
 import os
 import re
 import ssl
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,6 +66,14 @@ _SIZE_UNITS = {
 }
 
 
+#: The longest duration any key accepts. Beyond a year a timer is a typo, and a huge finite
+#: value would still reach clients as a BOSH attribute or a Max-Age header.
+MAX_DURATION = 365 * 24 * 3600.0
+
+# The numeric parsers below only convert (units, strings); they may return nan or inf, which
+# TOML allows. _valid_number() then checks every numeric value, whatever its parser.
+
+
 def _duration(value: Any) -> float:
     if isinstance(value, bool):
         raise _Invalid(f"must be a duration like '30s', got {value!r}")
@@ -69,30 +86,74 @@ def _duration(value: Any) -> float:
     return seconds
 
 
-def _size(value: Any) -> int:
+def _whole_seconds(value: Any) -> float:
+    """A duration that must be whole seconds (BOSH attributes are); made an int once checked."""
+    return _duration(value)
+
+
+def _size(value: Any) -> float:
     if isinstance(value, bool):
         raise _Invalid(f"must be a size like '64KiB', got {value!r}")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    else:
-        raise _Invalid(f"must be a size like '64KiB' or a number of bytes, got {value!r}")
-    if size < 0:
-        raise _Invalid(f"must be >= 0, got {value!r}")
-    return size
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and (m := _SIZE.match(value)):
+        return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    raise _Invalid(f"must be a size like '64KiB' or a number of bytes, got {value!r}")
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+def _int(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Invalid(f"must be an integer, got {value!r}")
     return value
 
 
 def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise _Invalid(f"must be a number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"must be a number, got {value!r}")
     return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Numeric:
+    """What a numeric parser's keys have in common beyond their range rule."""
+
+    whole: str | None  # None: any finite number; else integers only, named in the message
+    high: float | None = None  # largest value, if any
+    high_text: str = ""  # how the message names it
+
+
+_YEAR = f"{MAX_DURATION:g} seconds (a year)"
+
+_NUMERIC: dict[Callable[[Any], Any], _Numeric] = {
+    _duration: _Numeric(whole=None, high=MAX_DURATION, high_text=_YEAR),
+    _whole_seconds: _Numeric("a whole number of seconds", high=MAX_DURATION, high_text=_YEAR),
+    _size: _Numeric(whole="a whole number of bytes"),
+    _int: _Numeric(whole="an integer"),
+    _number: _Numeric(whole=None),
+}
+
+_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    ">0": (lambda v: v > 0, "must be > 0"),
+    ">=0": (lambda v: v >= 0, "must be >= 0"),
+    "port": (lambda v: 0 < v <= 65535, "must be a port number 1-65535"),
+}
+
+
+def _valid_number(raw: Any, number: float, rule: str, numeric: _Numeric) -> float:
+    """The one check every numeric setting passes (issue 13, finding 8). nan compares false
+    with everything, so a bound written as "refuse if v <= 0" lets it through, and int() of nan
+    or inf raises; hence finite first, then whole where the key needs it, then the key's range.
+    Returns an int for whole keys. Messages show what was written (`raw`)."""
+    if not math.isfinite(number):
+        raise _Invalid(f"must be a finite number, got {raw!r}")
+    if numeric.whole and not float(number).is_integer():
+        raise _Invalid(f"must be {numeric.whole}, got {raw!r}")
+    accepts, message = _RULES[rule]
+    if not accepts(number):
+        raise _Invalid(f"{message}, got {raw!r}")
+    if numeric.high is not None and number > numeric.high:
+        raise _Invalid(f"must be at most {numeric.high_text}, got {raw!r}")
+    return int(number) if numeric.whole else float(number)
 
 
 def _bool(value: Any) -> bool:
@@ -120,13 +181,6 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
         return str(value)
 
     return parse
-
-
-def _whole_seconds(value: Any) -> int:
-    seconds = _duration(value)
-    if seconds != int(seconds):  # BOSH attributes are whole seconds
-        raise _Invalid(f"must be a whole number of seconds, got {value!r}")
-    return int(seconds)
 
 
 def _listen(value: Any) -> tuple[str, ...]:
@@ -182,9 +236,14 @@ def _path_or_empty(value: Any) -> str:
 
 
 def opt(default: Any, doc: str, parse: Callable[[Any], Any], check: str = "") -> Any:
-    """Declare one config key: default, meaning (for docs/configuration.md), parser, rule."""
-    if not check and parse in (_duration, _whole_seconds, _size):
-        check = ">=0"
+    """Declare one config key: default, meaning (for docs/configuration.md), parser, range
+    rule (numeric keys only: ">0", ">=0" (the default) or "port")."""
+    if parse in _NUMERIC:
+        check = check or ">=0"
+        if check not in _RULES:
+            raise TypeError(f"unknown range rule {check!r}")
+    elif check:
+        raise TypeError("range rules are for numeric keys")
     meta = {"doc": doc, "parse": parse, "check": check}
     if isinstance(default, list | dict):
         raise TypeError("use tuples for defaults")
@@ -336,10 +395,12 @@ class AuthConfig:
     )
     query_param: str = opt("token", "Query parameter holding it (credential = 'query').", _str)
     token_secret: str = opt(
-        "", "Shared HS256 secret for mode = 'token' (prefer token_secret_file).", _str
+        "",
+        "Shared HS256 secret for mode = 'token', at least 32 bytes (prefer token_secret_file).",
+        _str,
     )
     token_secret_file: str = opt(
-        "", "File holding the shared secret (read at start and reload).", _str
+        "", "File holding the shared secret; read at start and on SIGHUP.", _str
     )
     token_audience: str = opt("", "If set, tokens must carry this 'aud'.", _str)
     subrequest_url: str = opt("", "URL asked with the client's credential; 2xx allows.", _str)
@@ -376,8 +437,12 @@ class PrebindConfig:
         "Prebind endpoint for the application server, e.g. '/prebind' ('' = off).",
         _path_or_empty,
     )
-    secret: str = opt("", "Shared secret the application server sends as a Bearer token.", _str)
-    secret_file: str = opt("", "File holding that secret.", _str)
+    secret: str = opt(
+        "",
+        "Shared secret (at least 16 bytes) the application server sends as a Bearer token.",
+        _str,
+    )
+    secret_file: str = opt("", "File holding that secret; read at start and on SIGHUP.", _str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,8 +450,8 @@ class AdminConfig:
     listen: tuple[str, ...] = opt(
         (), "Admin API listeners: loopback 'host:port' or 'unix:/path' ('' = off).", _listen
     )
-    token: str = opt("", "Bearer token the admin API requires.", _str)
-    token_file: str = opt("", "File holding that token.", _str)
+    token: str = opt("", "Bearer token (at least 16 bytes) the admin API requires.", _str)
+    token_file: str = opt("", "File holding that token; read at start and on SIGHUP.", _str)
     allow_remote: bool = opt(False, "Allow admin listeners on non-loopback addresses.", _bool)
 
 
@@ -478,6 +543,33 @@ class UpstreamConfig:
     )
 
 
+#: Shortest secret accepted, in bytes of UTF-8. RFC 7518 §3.2: an HS256 key must be at least
+#: as long as the hash output (256 bits); the prebind secret and admin token, sent as bearer
+#: tokens, need at least 128 bits (e.g. ``openssl rand -base64 32`` gives 44 bytes).
+MIN_TOKEN_SECRET_BYTES = 32
+MIN_BEARER_SECRET_BYTES = 16
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+# (section, inline key, Secrets field, shortest length); the file key is "<inline key>_file".
+_SECRET_KEYS = (
+    ("auth", "token_secret", "auth_token_secret", MIN_TOKEN_SECRET_BYTES),
+    ("prebind", "secret", "prebind_secret", MIN_BEARER_SECRET_BYTES),
+    ("admin", "token", "admin_token", MIN_BEARER_SECRET_BYTES),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Secrets:
+    """The secrets in force, read once per load from the inline key or its ``*_file``
+    (a single trailing newline dropped). The frontends read them only from here, through the
+    current Config, so SIGHUP (which replaces the Config) is what rotates them (issue 13,
+    finding 5). "" = not configured; never shown in a repr."""
+
+    auth_token_secret: str = field(default="", repr=False)
+    prebind_secret: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -492,6 +584,10 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     source: str = ""
+    secrets: Secrets = field(default_factory=Secrets)
+    #: Not errors, but worth the operator's eye (a secret file other users can read); the
+    #: CLI prints them, the daemon logs them at start and at each reload.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def bosh_limits(self) -> BoshLimits:
         b = self.bosh
@@ -542,16 +638,6 @@ SECTIONS: dict[str, type[Any]] = {
 # --------------------------------------------------------------------------- loading
 
 
-def _check(rule: str, value: Any) -> str | None:
-    if rule == ">0" and value <= 0:
-        return f"must be > 0, got {value!r}"
-    if rule == ">=0" and value < 0:
-        return f"must be >= 0, got {value!r}"
-    if rule == "port" and not 0 < value <= 65535:
-        return f"must be a port number 1-65535, got {value!r}"
-    return None
-
-
 def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
     if not isinstance(raw, dict):
         problems.append(f"{path}: must be a table, got {raw!r}")
@@ -567,14 +653,14 @@ def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
         if key in _NESTED:
             values[key] = _NESTED[key](value, dotted, problems)
             continue
+        parse = spec.metadata["parse"]
         try:
-            parsed = spec.metadata["parse"](value)
+            parsed = parse(value)
+            numeric = _NUMERIC.get(parse)
+            if numeric is not None:
+                parsed = _valid_number(value, parsed, spec.metadata["check"], numeric)
         except _Invalid as exc:
             problems.append(f"{dotted}: {exc}")
-            continue
-        message = _check(spec.metadata.get("check", ""), parsed)
-        if message:
-            problems.append(f"{dotted}: {message}")
             continue
         values[key] = parsed
     return cls(**values)
@@ -597,7 +683,7 @@ def _domains(raw: Any, path: str, problems: list[str]) -> dict[str, UpstreamTarg
 _NESTED: dict[str, Callable[[Any, str, list[str]], Any]] = {"domains": _domains}
 
 
-def _cross_checks(config: Config, problems: list[str]) -> None:
+def _cross_checks(config: Config, problems: list[str], warnings: list[str]) -> None:
     """Rules that involve more than one key."""
     for domain, target in config.upstream.domains.items():
         if target.tls == "plain" and not _is_loopback(target.host):
@@ -642,16 +728,6 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
     p = config.prebind
     if p.path and not (p.secret or p.secret_file):
         problems.append("prebind.secret: the prebind endpoint needs secret or secret_file")
-    for key, path in (
-        ("prebind.secret_file", p.secret_file),
-        ("admin.token_file", config.admin.token_file),
-        ("auth.token_secret_file", config.auth.token_secret_file),
-    ):
-        if path and not os.path.isfile(path):
-            problems.append(f"{key}: no such file {path!r}")
-        elif path and not secret_value("", path):
-            # An empty secret must never mean "no secret" (it would open the endpoint).
-            problems.append(f"{key}: the file {path!r} is empty")
     a = config.admin
     if a.listen and not (a.token or a.token_file):
         problems.append("admin.token: the admin API needs token or token_file")
@@ -679,6 +755,13 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
         if path and not os.path.isfile(path):
             problems.append(f"server.{key}: no such file {path!r}")
             missing = True
+    key_file = config.server.tls_key_file
+    if key_file and not missing:
+        with contextlib.suppress(OSError):
+            # Debian's ssl-cert group convention (0640) is fine; readable by anyone is not.
+            _warn_if_readable(
+                "server.tls_key_file", key_file, os.stat(key_file).st_mode, 0o007, warnings
+            )
     if config.server.tls_cert_file and config.server.tls_key_file and not missing:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
@@ -697,9 +780,112 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# --------------------------------------------------------------------------- secrets
+
+
+def _secret_problem(secret: str, minimum: int) -> str | None:
+    """What is wrong with a secret, without ever repeating it."""
+    if not secret.strip():
+        # Never "no secret": an empty bearer secret would match nothing at best, and an
+        # empty HMAC key would verify tokens anyone can sign.
+        return "is empty or only whitespace"
+    if secret != secret.strip():
+        return "must not start or end with whitespace (only one final newline is dropped)"
+    if any(c < " " or c == "\x7f" for c in secret):
+        return "must not contain line breaks or control characters"
+    size = len(secret.encode())
+    if size < minimum:
+        return f"must be at least {minimum} bytes, got {size}"
+    return None
+
+
+def _warn_if_readable(
+    key: str, path: str, mode: int, mask: int, warnings: list[str], advice: str = ""
+) -> None:
+    """A warning naming the key and file when `mode` has any of the permission bits in
+    `mask` (0o077: group or others; 0o007: others)."""
+    if mode & mask:
+        who = "other users" if mask & 0o070 else "any user"
+        warnings.append(
+            f"{key}: {path!r} can be read by {who} (mode {stat.S_IMODE(mode):04o}); "
+            f"chmod {'600' if mask & 0o070 else 'o-rwx'} it{advice}"
+        )
+
+
+def _read_secret_file(key: str, path: str, problems: list[str], warnings: list[str]) -> str | None:
+    """The secret in `path` with one trailing newline dropped, or None (problem noted)."""
+    try:
+        # O_NONBLOCK: a FIFO named by mistake must not hang the loader; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        problems.append(f"{key}: no such file {path!r}")
+        return None
+    except OSError as exc:
+        problems.append(f"{key}: cannot read {path!r}: {exc.strerror}")
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            problems.append(f"{key}: {path!r} is not a regular file")
+            return None
+        data = b""
+        while len(data) <= MAX_SECRET_FILE_BYTES:
+            chunk = os.read(fd, MAX_SECRET_FILE_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        problems.append(f"{key}: cannot read {path!r}: {exc.strerror}")
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        problems.append(f"{key}: {path!r} is larger than {MAX_SECRET_FILE_BYTES} bytes")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(f"{key}: {path!r} is not UTF-8 text")
+        return None
+    _warn_if_readable(key, path, st.st_mode, 0o077, warnings)
+    # Editors and `echo` end files with a newline; anything else is part of the secret.
+    return text.removesuffix("\r\n") if text.endswith("\r\n") else text.removesuffix("\n")
+
+
+def _read_secrets(config: Config, problems: list[str], warnings: list[str]) -> Secrets:
+    """Each configured secret, inline or from its file, checked (issue 13, finding 8)."""
+    values: dict[str, str] = {}
+    for section, key, name, minimum in _SECRET_KEYS:
+        part = getattr(config, section)
+        inline, path = getattr(part, key), getattr(part, f"{key}_file")
+        if inline and path:
+            problems.append(f"{section}.{key}: set {key} or {key}_file, not both")
+            continue
+        if path:
+            secret = _read_secret_file(f"{section}.{key}_file", path, problems, warnings)
+            label = f"{section}.{key}_file: {path!r}"
+        elif inline:
+            secret, label = inline, f"{section}.{key}:"
+        else:
+            continue
+        if secret is None:
+            continue
+        problem = _secret_problem(secret, minimum)
+        if problem:
+            problems.append(f"{label} {problem}")  # names the key and file, never the secret
+            continue
+        values[name] = secret
+    return Secrets(**values)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
 def parse_config(raw: Mapping[str, Any], source: str = "") -> Config:
-    """Build a Config from already-decoded TOML; raises ConfigError listing every problem."""
+    """Build a Config from already-decoded TOML, secrets read from their files; raises
+    ConfigError listing every problem."""
     problems: list[str] = []
+    warnings: list[str] = []
     sections: dict[str, Any] = {}
     for name, value in raw.items():
         cls = SECTIONS.get(name)
@@ -708,15 +894,17 @@ def parse_config(raw: Mapping[str, Any], source: str = "") -> Config:
             continue
         sections[name] = _build(cls, value, name, problems)
     config = Config(**sections, source=source)
-    _cross_checks(config, problems)
+    _cross_checks(config, problems, warnings)
+    secrets = _read_secrets(config, problems, warnings)
     if problems:
         raise ConfigError(problems)
-    return config
+    return replace(config, secrets=secrets, warnings=tuple(warnings))
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         with open(path, "rb") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
@@ -724,17 +912,24 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: {exc.strerror}"]) from None
-    return parse_config(raw, source=str(path))
+    config = parse_config(raw, source=str(path))
+    warnings = list(config.warnings)
+    for section, key, _name, _ in _SECRET_KEYS:
+        if getattr(getattr(config, section), key):  # an inline secret in a readable file
+            advice = f", or move the secret to {section}.{key}_file"
+            _warn_if_readable(f"{section}.{key}", str(path), mode, 0o077, warnings, advice)
+    return replace(config, warnings=tuple(warnings))
 
 
-def secret_value(inline: str, path: str) -> str:
-    """A secret given inline or in a file (the file wins; surrounding whitespace dropped)."""
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError:
-            return ""
-    return inline.strip()
+def changed_secrets(old: Config, new: Config) -> list[str]:
+    """The keys (``admin.token_file``, or ``admin.token`` if inline) whose secret differs
+    between two loads: for a log line, never the value."""
+    out = []
+    for section, key, name, _ in _SECRET_KEYS:
+        if getattr(old.secrets, name) != getattr(new.secrets, name):
+            from_file = getattr(getattr(new, section), f"{key}_file")
+            out.append(f"{section}.{key}{'_file' if from_file else ''}")
+    return out
 
 
 def config_path(cli_value: str | None) -> Path:

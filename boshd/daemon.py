@@ -7,9 +7,13 @@ it without signals. With signals:
   is ended with ``system-shutdown`` (B-ERR-07, G-SHUT-01) after its pending client payload went
   upstream, and the process exits within ``server.graceful_timeout``. A second SIGTERM or
   SIGINT exits at once.
-* SIGHUP reloads the config file: log level, limits, routes, BOSH timers, TLS certificate.
-  Live sessions keep running with what they negotiated. An invalid file keeps the old
-  configuration and logs every problem. Listener changes need a restart (logged).
+* SIGHUP reloads the config file: log level, limits, routes, BOSH timers, TLS certificate,
+  and the secrets (``auth.token_secret``, ``prebind.secret``, ``admin.token``, inline or
+  ``*_file``): each is read only at start and at reload, so after a reload the new secret is
+  in force and the old one is refused (issue 13, finding 5). Live sessions keep running with
+  what they negotiated. An invalid file (or a secret file now missing or blank) keeps the old
+  configuration, secrets included, and logs every problem. Changes to the keys in
+  ``RESTART_KEYS`` need a restart (logged).
 
 Under systemd (``Type=notify``) it reports READY, RELOADING, STOPPING and STATUS, and sends
 watchdog keep-alives when ``WatchdogSec`` is set; sockets passed by socket activation
@@ -31,7 +35,7 @@ from collections.abc import Awaitable
 
 from aiohttp import web
 
-from boshd.config import Config, load_config
+from boshd.config import Config, changed_secrets, load_config
 from boshd.errors import ConfigError
 from boshd.frontend.admin import build_admin_app
 from boshd.frontend.app import build_app
@@ -41,6 +45,20 @@ from boshd.frontend.state import APP_STATE
 from boshd.sdnotify import Notifier, listen_fds, watchdog_interval
 
 log = logging.getLogger("boshd")
+
+#: Keys used once, when the listeners and routes are set up: a reload that changes one logs
+#: that it takes effect after a restart instead of pretending.
+RESTART_KEYS = (
+    "server.listen",
+    "server.fast_bosh",
+    "server.bosh_path",
+    "server.websocket_path",
+    "server.health_path",
+    "server.ready_path",
+    "server.metrics_path",
+    "prebind.path",
+    "admin.listen",
+)
 
 
 def tls_context(config: Config) -> ssl.SSLContext | None:
@@ -96,6 +114,8 @@ class Daemon:
 
     def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
         self.config = config
+        for warning in config.warnings:
+            log.warning("%s", warning)
         self.notifier = notifier or Notifier()
         self.app = build_app(config)
         self.state = self.app[APP_STATE]
@@ -136,19 +156,28 @@ class Daemon:
             log.error("reload failed: TLS certificate: %s; keeping the running configuration", exc)
             self.notifier.ready(self.status_line())
             return False
-        if new.server.listen != self.config.server.listen:
-            log.warning("server.listen changed: takes effect after a restart")
+        old = self.config
+        for key in RESTART_KEYS:
+            section, name = key.split(".")
+            if getattr(getattr(new, section), name) != getattr(getattr(old, section), name):
+                log.warning("%s changed: takes effect after a restart", key)
         if bool(new.server.tls_cert_file) != (self.tls is not None):
             log.warning("server.tls_cert_file turned TLS on or off: takes effect after a restart")
-        if new.admin.listen != self.config.admin.listen:
-            log.warning("admin.listen changed: takes effect after a restart")
+        for warning in new.warnings:
+            log.warning("%s", warning)
         if self.tls is not None and context is not None:
             # New handshakes use the new certificate; open connections keep theirs.
             self.tls.load_cert_chain(new.server.tls_cert_file, new.server.tls_key_file)
-        if new.auth != self.config.auth:
+        # The Authenticator holds the token secret: compare the secret too, not only the
+        # [auth] keys, whose file name does not change when the file's content does.
+        secret = new.secrets.auth_token_secret
+        if (new.auth, secret) != (old.auth, old.secrets.auth_token_secret):
             old_auth = self.state.auth
-            self.state.auth = Authenticator(new.auth)
+            self.state.auth = Authenticator(new.auth, secret)
             asyncio.get_running_loop().create_task(old_auth.close())
+        for key in changed_secrets(old, new):
+            log.info("%s: new secret in force", key)
+        # Everything else (prebind secret, admin token, limits...) is read from here.
         self.config = new
         self.state.config = new
         self.state.registry.reconfigure(new)

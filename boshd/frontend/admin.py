@@ -15,7 +15,6 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from boshd.config import secret_value
 from boshd.core.conditions import Condition
 from boshd.core.events import Shutdown
 from boshd.frontend.state import APP_STATE, AppState, bearer_matches
@@ -25,7 +24,8 @@ KILL_CONDITIONS = (Condition.POLICY_VIOLATION, Condition.SYSTEM_SHUTDOWN)
 
 
 def admin_token(state: AppState) -> str:
-    return secret_value(state.config.admin.token, state.config.admin.token_file)
+    """The token of the config in force: read at start and at reload, never per request."""
+    return state.config.secrets.admin_token
 
 
 @web.middleware

@@ -23,7 +23,7 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
         registry=Registry(config, metrics),
         metrics=metrics,
         schema=default_body_schema(),
-        auth=Authenticator(config.auth),
+        auth=Authenticator(config.auth, config.secrets.auth_token_secret),
     )
     app[APP_STATE] = state
     if config.server.bosh_path:

@@ -5,7 +5,9 @@ application issued, in the ``Authorization: Bearer`` header, a cookie or a query
 It is checked in one of two ways:
 
 * ``token``: an HS256 JSON Web Token signed with the shared ``auth.token_secret``; it must
-  carry ``sub`` (the user) and ``exp``, and ``aud`` if configured. No network call.
+  carry ``sub`` (the user) and ``exp``, and ``aud`` if configured. No network call. The
+  secret is the one the config was loaded with (``Config.secrets``); a reload that changes it
+  builds a new Authenticator (issue 13, finding 5).
 * ``subrequest``: boshd asks ``auth.subrequest_url`` (GET, with the client's Authorization,
   Cookie and the original URI), like nginx ``auth_request``: 2xx allows, and the
   ``auth.subject_header`` response header names the user. Verdicts are cached for
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import aiohttp
 import jwt
 
-from boshd.config import AuthConfig, secret_value
+from boshd.config import AuthConfig
 from boshd.frontend.view import RequestView
 
 log = logging.getLogger("boshd.auth")
@@ -48,9 +50,9 @@ class AuthRefused(Exception):
 
 
 class Authenticator:
-    def __init__(self, config: AuthConfig) -> None:
+    def __init__(self, config: AuthConfig, secret: str = "") -> None:
         self.config = config
-        self._secret = secret_value(config.token_secret, config.token_secret_file)
+        self._secret = secret  # Config.secrets.auth_token_secret, checked by the loader
         self._cache: OrderedDict[str, tuple[float, Identity | AuthRefused]] = OrderedDict()
         self._http: aiohttp.ClientSession | None = None
 

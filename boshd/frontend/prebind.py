@@ -30,7 +30,6 @@ from xml.sax.saxutils import escape, quoteattr
 from aiohttp import web
 from lxml import etree
 
-from boshd.config import secret_value
 from boshd.core.conditions import Condition
 from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
 from boshd.core.ns import BIND_NS, SASL_NS, STREAMS_NS
@@ -57,7 +56,8 @@ def _error(status: int, error: str, text: str = "") -> web.Response:
 
 
 def secret_of(state: AppState) -> str:
-    return secret_value(state.config.prebind.secret, state.config.prebind.secret_file)
+    """The secret of the config in force: read at start and at reload, never per request."""
+    return state.config.secrets.prebind_secret
 
 
 class _Driver:

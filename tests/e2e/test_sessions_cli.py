@@ -229,7 +229,7 @@ async def test_sessions_cli_with_a_wrong_token_exits_1_with_a_clear_message(
             assert refused.err.strip() == "boshd: 401 not-authorized", refused.err
         # A config whose token file holds a stale token: the same answer.
         stale = tmp_path / "stale.token"
-        stale.write_text("stale-token\n", encoding="ascii")
+        stale.write_text("stale-token-0123456789\n", encoding="ascii")  # long enough to load
         other = tmp_path / "stale.toml"
         other.write_text(to_toml(admin_daemon_config(prosody, listen, stale)), encoding="utf-8")
         refused = await sessions_cli(other, "list")

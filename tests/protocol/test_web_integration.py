@@ -224,10 +224,10 @@ async def test_admin_requires_the_token(make_app: AppFactory, aiohttp_client: An
 def test_admin_listener_must_be_local() -> None:
     """Admin listeners are loopback or Unix sockets unless allow_remote (issue 8)."""
     with pytest.raises(ConfigError, match="not loopback"):
-        parse_config({"admin": {"listen": ["0.0.0.0:5281"], "token": "t"}})
+        parse_config({"admin": {"listen": ["0.0.0.0:5281"], "token": ADMIN_TOKEN}})
     with pytest.raises(ConfigError, match=r"admin\.token"):
         parse_config({"admin": {"listen": ["127.0.0.1:5281"]}})
-    parse_config({"admin": {"listen": ["unix:/run/boshd/admin.sock"], "token": "t"}})
+    parse_config({"admin": {"listen": ["unix:/run/boshd/admin.sock"], "token": ADMIN_TOKEN}})
 
 
 async def test_admin_end_unknown_and_bad_condition(
