@@ -32,9 +32,7 @@ from tests.support.fakexmpp import FakeConnection, FakeXmppServer
 #: What every answer must carry, written out (not imported) so that a change to the table in
 #: boshd.frontend.inert is a visible change here too.
 INERT = {
-    "Content-Security-Policy": (
-        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox"
-    ),
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; sandbox",
     "X-Content-Type-Options": "nosniff",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Referrer-Policy": "no-referrer",
