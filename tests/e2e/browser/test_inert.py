@@ -32,8 +32,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Page, Response
 
-from tests.e2e.browser.conftest import WEB_USERS, WebBoshdFactory, session_loop
-from tests.e2e.browser.test_discovery import MappedPageOpener, open_mapped_page
+from tests.e2e.browser.conftest import WEB_USERS, MappedPageOpener, WebBoshdFactory, session_loop
 from tests.support.boshclient import BoshClient
 from tests.support.boshd import BoshdServer, eventually, unique_resource
 from tests.support.native import NativeClient
@@ -42,8 +41,6 @@ from tests.support.stanzas import NS_HTTPBIND
 from tests.support.static import StaticServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(60)]
-
-__all__ = ["open_mapped_page"]  # a fixture used here, defined with the discovery tests
 
 
 class Attacker:
