@@ -1,10 +1,10 @@
 """What keeps boshd's answers from ever acting as a web page (issue 13, finding 2).
 
 boshd's answers carry text that others chose: a BOSH body holds stanzas from any XMPP user,
-an error page may echo a path. If a browser ever shows one as a document on boshd's origin
-(a cross-site form can make it navigate there: a ``text/plain`` POST needs no preflight), an
-``<script xmlns='http://www.w3.org/1999/xhtml'>`` inside a ``text/xml`` answer runs with that
-origin. Two defences, both here:
+a host-meta refusal echoes the Host header. If a browser ever shows one as a document on
+boshd's origin (a cross-site form can make it navigate there: a ``text/plain`` POST needs no
+preflight), an ``<script xmlns='http://www.w3.org/1999/xhtml'>`` inside a ``text/xml``
+answer runs with that origin. Two defences, both here:
 
 * :data:`INERT_HEADERS`, on every response of both servers (the fast BOSH front writes
   :data:`INERT_FIELDS`, encoded once; aiohttp adds the table in ``on_response_prepare``, see
