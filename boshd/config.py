@@ -361,7 +361,8 @@ def _origins(value: Any) -> tuple[str, ...]:
 class CorsConfig:
     allowed_origins: tuple[str, ...] = opt(
         ("*",),
-        "Origins allowed to use BOSH from a browser and to open WebSockets ('*' = any).",
+        "Origins allowed to use BOSH from a browser and to open WebSockets ('*' = any); "
+        "requests from other origins get 403.",
         _origins,
     )
     allow_credentials: bool = opt(

@@ -64,7 +64,11 @@ SECTION_TEXT = {
     "requested values are capped to.",
     "websocket": "XMPP over WebSocket (RFC 7395).",
     "cors": "Cross-origin use from browsers (BOSH responses, preflight, WebSocket Origin "
-    "check). Health and metrics endpoints never get CORS headers.",
+    "check). A BOSH request or WebSocket upgrade whose `Origin` is not allowed gets 403 before "
+    "any session sees it; pages on boshd's own origin send `Origin` too, so with an explicit "
+    "list, list that origin as well. Health and metrics endpoints never get CORS headers. "
+    "Whatever this says, HTML form posts (`Sec-Fetch-Mode: navigate`) are refused and every "
+    "answer is sandboxed (docs/security.md).",
     "auth": "Authentication of the HTTP request before a session opens (off by default); "
     "see docs/security.md.",
     "discovery": "XEP-0156 host-meta: the endpoints web clients can discover for the domains "

@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 
 from boshd.core.conditions import Condition
 from boshd.core.events import Shutdown
+from boshd.frontend.inert import make_inert
 from boshd.frontend.state import APP_STATE, AppState, bearer_matches
 
 ADMIN_STATE: web.AppKey[AppState] = web.AppKey("boshd_admin_state", AppState)
@@ -69,6 +70,7 @@ async def end_session(request: web.Request) -> web.Response:
 def build_admin_app(main: web.Application) -> web.Application:
     app = web.Application(middlewares=[_auth])
     app[ADMIN_STATE] = main[APP_STATE]
+    make_inert(app)
     app.router.add_get("/sessions", list_sessions)
     app.router.add_get("/sessions/{sid}", show_session)
     app.router.add_delete("/sessions/{sid}", end_session)

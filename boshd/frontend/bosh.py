@@ -136,6 +136,9 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     cors = None if origin is None else cors_headers(state.config.cors, origin)
     state.metrics.bosh_received.inc()
+    refusal = browser_refusal(state, request, origin, cors)
+    if refusal is not None:
+        return to_response(refusal)  # the body is never read
     try:
         data = await _read(request, state.config.limits.max_body_size)
     except BodyTooLarge as exc:
@@ -150,6 +153,41 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         request.transport.close()  # B-HTTP-14: nothing is answered
         raise web.HTTPBadRequest(headers=answer.cors)
     return to_response(answer)
+
+
+def browser_refusal(
+    state: AppState, request: RequestView, origin: str | None, cors: dict[str, str] | None
+) -> HttpAnswer | None:
+    """A 403 for a request only a browser misled by another site would send, before its body
+    is read or any session touched (issue 13 finding 2, G-ORIG-01); None for any other.
+
+    * ``Origin`` not allowed by ``cors.allowed_origins`` (``cors`` is then ``{}``, see
+      :func:`~boshd.frontend.cors.cors_headers`): the same rule WebSocket upgrades follow
+      (W-HS-05). CORS alone would only hide the answer from the page's scripts; the request
+      would still be carried out.
+    * ``Sec-Fetch-Mode: navigate``: the browser is about to show the answer as a page (an
+      HTML form, whatever its ``enctype``, or a link). BOSH clients use XHR or fetch
+      (``cors`` or ``same-origin`` mode), so no client is refused by this, whatever origin
+      it runs on and whatever Content-Type it sends.
+
+    The Content-Type is not a criterion: StropheJS lets a page post ``text/plain`` (its
+    ``contentType`` option, to avoid the preflight), and non-browser clients send anything.
+    """
+    if origin is not None and not cors:
+        kind, reason = "bosh:origin", b"origin not allowed (cors.allowed_origins)\n"
+    elif request.headers.get("Sec-Fetch-Mode") == "navigate":
+        kind, reason = "bosh:navigation", b"a BOSH endpoint is not a page: navigation refused\n"
+    else:
+        return None
+    state.metrics.rejections.labels(kind).inc()
+    log.info(
+        "refused a %s from %s (Origin %r): %s",
+        request.method,
+        client_ip(request, state.config),
+        origin,
+        reason.decode().rstrip(),
+    )
+    return HttpAnswer(403, reason, "text/plain; charset=utf-8")
 
 
 async def handle_options(request: web.Request) -> web.Response:

@@ -6,7 +6,10 @@ errors and terminate bodies included, must carry ``Access-Control-Allow-Origin``
 browser hides it (G-CORS-02); with credentials the exact origin is echoed, never ``*``
 (G-CORS-03). Only the BOSH endpoint adds these headers (boshd.frontend.bosh, no middleware):
 health and metrics endpoints do not (D-07). WebSocket upgrades are not subject to CORS, so
-their ``Origin`` is checked against the same allow-list (W-HS-05, G-ORIG-01).
+their ``Origin`` is checked against the same allow-list (W-HS-05, G-ORIG-01); so is every
+BOSH request (boshd.frontend.bosh.browser_refusal, issue 13): CORS only hides an answer from
+the page's scripts, and a form post needs no preflight, so a foreign Origin is refused (403)
+before its request is carried out.
 """
 
 from __future__ import annotations

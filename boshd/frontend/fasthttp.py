@@ -38,6 +38,7 @@ from yarl import URL
 
 from boshd.frontend import bosh
 from boshd.frontend.cors import cors_headers, preflight_answer
+from boshd.frontend.inert import INERT_FIELDS
 from boshd.frontend.state import APP_STATE, AppState
 
 log = logging.getLogger("boshd.http")
@@ -479,6 +480,10 @@ class FastBoshProtocol(asyncio.Protocol):
             return
         cors = None if origin is None else cors_headers(state.config.cors, origin)
         state.metrics.bosh_received.inc()
+        refusal = bosh.browser_refusal(state, request, origin, cors)
+        if refusal is not None:
+            self._write(refusal, head.keep_alive_10)
+            return
         try:
             outcome = bosh.process(state, request, body, cors)
         except Exception:
@@ -552,9 +557,11 @@ class FastBoshProtocol(asyncio.Protocol):
         if answer.close or self._server.closing:
             self._close_after = True
         status = answer.status
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)), _date_header()]
-        if answer.content_type:
-            parts.append(_answer_fields(answer.content_type))
+        parts = [
+            b"HTTP/1.1 %d %s\r\n" % (status, _reason(status)),
+            _date_header(),
+            _answer_fields(answer.content_type),
+        ]
         if answer.cors:
             parts.extend(_field(name, value) for name, value in answer.cors.items())
         if status != 204:
@@ -596,10 +603,14 @@ def _could_be_ours(buffer: bytearray) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _answer_fields(content_type: str) -> bytes:
-    """The fields every answer of this type carries (bosh.HttpAnswer.headers without CORS),
-    encoded once per type instead of once per response."""
+    """The fields every answer of this type carries (bosh.HttpAnswer.headers without CORS,
+    and INERT_FIELDS, issue 13), encoded once per type instead of once per response. An
+    answer without a type (a preflight's 204) carries INERT_FIELDS alone."""
+    if not content_type:
+        return INERT_FIELDS
     answer = bosh.HttpAnswer(200, b"", content_type)
-    return b"".join(_field(name, value) for name, value in answer.headers().items())
+    fields = b"".join(_field(name, value) for name, value in answer.headers().items())
+    return fields + INERT_FIELDS
 
 
 def _field(name: str, value: str) -> bytes:

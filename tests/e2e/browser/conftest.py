@@ -252,6 +252,45 @@ def page_log(page: Page, request: pytest.FixtureRequest) -> PageLog:
     return log
 
 
+#: ``page, log = await open_mapped_page(rules)``: see `open_mapped_page`.
+MappedPageOpener = Callable[[str], Awaitable[tuple[Page, PageLog]]]
+
+
+@session_loop
+async def open_mapped_page(
+    browser: Browser, request: pytest.FixtureRequest
+) -> AsyncIterator[MappedPageOpener]:
+    """Pages in a Chromium of their own, launched with ``--host-resolver-rules=<rules>`` (the
+    tier's shared browser cannot get flags that depend on a test's port), in a context that
+    accepts boshd's self-signed certificate; returns the page and its console log. A failed
+    test's screenshot and console go where `page`'s do."""
+    launched: list[Browser] = []
+    opened: list[tuple[Page, PageLog]] = []
+
+    async def open_page(rules: str) -> tuple[Page, PageLog]:
+        chromium = await browser.browser_type.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--host-resolver-rules={rules}"],
+            headless=True,
+        )
+        launched.append(chromium)
+        context = await chromium.new_context(ignore_https_errors=True)
+        page = await context.new_page()
+        log = PageLog(page)
+        request.node.page_log = log
+        opened.append((page, log))
+        return page, log
+
+    try:
+        yield open_page
+    finally:
+        if _failed(request.node):
+            for page, log in opened:
+                await _save_artifacts(request.node, page, log)
+        for chromium in launched:
+            await chromium.close()
+
+
 def record_bosh_responses(page: Page, server: BoshdServer) -> list[Response]:
     """Every response `page` gets from `server`'s BOSH endpoint (Playwright does not report
     CORS preflights, only the actual requests)."""

@@ -21,23 +21,18 @@ What the clients do (read in ``node_modules``):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, Page, Response
+from playwright.async_api import Page, Response
 
 from tests.e2e.browser.conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     WEB_USERS,
+    MappedPageOpener,
     PageLog,
     WebBoshdFactory,
-    _failed,
-    _save_artifacts,
     assert_no_limit_rejections,
-    session_loop,
 )
 from tests.e2e.browser.test_converse import start_converse
 from tests.e2e.browser.test_strophe import open_harness, strophe_connect
@@ -50,44 +45,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session"), pytest
 
 REL_BOSH = "urn:xmpp:alt-connections:xbosh"
 REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket"
-
-#: ``page, log = await open_mapped_page(rules)``: see `open_mapped_page`.
-MappedPageOpener = Callable[[str], Awaitable[tuple[Page, PageLog]]]
-
-
-@session_loop
-async def open_mapped_page(
-    browser: Browser, request: pytest.FixtureRequest
-) -> AsyncIterator[MappedPageOpener]:
-    """Pages in a Chromium of their own, launched with ``--host-resolver-rules=<rules>`` (the
-    tier's shared browser cannot get flags that depend on a test's port), in a context that
-    accepts boshd's self-signed certificate; returns the page and its console log. A failed
-    test's screenshot and console go where `page`'s do."""
-    launched: list[Browser] = []
-    opened: list[tuple[Page, PageLog]] = []
-
-    async def open_page(rules: str) -> tuple[Page, PageLog]:
-        chromium = await browser.browser_type.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--host-resolver-rules={rules}"],
-            headless=True,
-        )
-        launched.append(chromium)
-        context = await chromium.new_context(ignore_https_errors=True)
-        page = await context.new_page()
-        log = PageLog(page)
-        request.node.page_log = log
-        opened.append((page, log))
-        return page, log
-
-    try:
-        yield open_page
-    finally:
-        if _failed(request.node):
-            for page, log in opened:
-                await _save_artifacts(request.node, page, log)
-        for chromium in launched:
-            await chromium.close()
 
 
 def record_host_meta(page: Page) -> list[Response]:
