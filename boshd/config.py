@@ -468,8 +468,9 @@ class UpstreamConfig:
     )
     allow_private_addresses: bool = opt(
         False,
-        "Let DNS-resolved or routed targets be private, loopback or link-local addresses "
-        "(configured domains are always trusted).",
+        "Let DNS-resolved or routed targets be private, loopback, link-local or reserved "
+        "addresses, also IPv6 forms carrying one (NAT64, 6to4) or deprecated ones "
+        "(IPv4-compatible, site-local) (configured domains are always trusted).",
         _bool,
     )
     domains: Mapping[str, UpstreamTarget] = field(
