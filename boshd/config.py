@@ -220,8 +220,9 @@ class ServerConfig:
     )
     trusted_proxies: tuple[str, ...] = opt(
         (),
-        "Proxies whose X-Forwarded-For / X-Real-IP headers are believed ('unix' = clients "
-        "of the Unix socket listeners).",
+        "Proxies whose X-Forwarded-For / X-Real-IP and X-Forwarded-Proto / Forwarded "
+        "proto= headers are believed ('unix' = clients of the Unix socket listeners); a "
+        "request counts as HTTPS only if every proto value says https.",
         _networks,
     )
     tls_cert_file: str = opt(

@@ -25,7 +25,7 @@ from boshd.core.params import DEFAULT_CONTENT_TYPE
 from boshd.errors import BadRequest, PolicyViolation, ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import cors_headers, preflight
-from boshd.frontend.state import APP_STATE, AppState, client_ip
+from boshd.frontend.state import APP_STATE, AppState, client_ip, is_secure
 from boshd.frontend.view import RequestView
 from boshd.runtime.actor import SessionActor
 from boshd.wire import body as wire
@@ -198,8 +198,10 @@ def _to_session(
     if actor is None:
         # B-SREQ-01, B-INACT-02, A-8: unknown or expired sid; we cannot tell a legacy client.
         return _reply(_terminate(Condition.ITEM_NOT_FOUND), cors=cors)
-    if actor.secure and not request.secure:
-        # B-HTTP-14: a TLS session continued over plain HTTP: close, keep the session alive.
+    if actor.secure and not is_secure(request, state.config):
+        # B-HTTP-14: a TLS session continued over plain HTTP (directly, or as a trusted proxy
+        # reports it): close without answering, keep the session alive.
+        state.metrics.rejections.labels("insecure").inc()
         log.warning(
             "[%s] plain-HTTP request for a TLS session from %s",
             sid,
@@ -253,7 +255,7 @@ async def _create(
         actor, future = state.registry.create_bosh(
             create,
             client_ip=ip,
-            secure=request.secure,
+            secure=is_secure(request, state.config),
             subject=identity.subject if identity else None,
         )
     except ProtocolError as exc:
