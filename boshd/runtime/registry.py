@@ -61,9 +61,17 @@ class Registry:
 
     # ------------------------------------------------------------------ lookup
 
-    def get(self, sid: str) -> SessionActor | None:
+    def get(self, sid: str, transport: str | None = None) -> SessionActor | None:
+        """The live session ``sid``; with ``transport``, only a session of that transport.
+
+        BOSH and WebSocket sessions share one sid namespace (sids stay unique, and the admin
+        API finds either), but a transport's front must never reach the other's sessions: a
+        BOSH request handed to a WebSocket session is not an input that session's core knows,
+        so it was never answered (issue 13 finding 9)."""
         actor = self.sessions.get(sid)
         if actor is None or actor.ended:
+            return None
+        if transport is not None and actor.transport != transport:
             return None
         return actor
 
