@@ -343,12 +343,19 @@ class AuthConfig:
         "", "File holding the shared secret (read at start and reload).", _str
     )
     token_audience: str = opt("", "If set, tokens must carry this 'aud'.", _str)
-    subrequest_url: str = opt("", "URL asked with the client's credential; 2xx allows.", _str)
+    subrequest_url: str = opt(
+        "",
+        "URL asked with the client's credential; 2xx allows, 401/403 refuse, anything else "
+        "is an error (refused, not cached).",
+        _str,
+    )
     subrequest_timeout: float = opt(2.0, "Time limit for the sub-request.", _duration, ">0")
     subject_header: str = opt(
         "X-Auth-Subject", "Response header of the sub-request naming the authenticated user.", _str
     )
-    cache_ttl: float = opt(30.0, "How long a sub-request verdict is reused.", _duration)
+    cache_ttl: float = opt(
+        30.0, "How long a sub-request verdict (2xx, 401, 403) is reused.", _duration
+    )
     cache_size: int = opt(10000, "Most verdicts kept.", _int, ">0")
     require_jid_match: bool = opt(
         False,
