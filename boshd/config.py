@@ -408,13 +408,23 @@ class LimitsConfig:
         1024 * 1024, "Most upstream data waiting for a BOSH client.", _size, ">0"
     )
     max_sessions_per_ip: int = opt(
-        256, "Most concurrent sessions from one client address.", _int, ">0"
+        256,
+        "Most concurrent sessions from one client address (IPv6: one ipv6_prefix_length network).",
+        _int,
+        ">0",
     )
     session_rate_per_ip: float = opt(
         10.0, "New sessions per second one address may open, sustained (0 = unlimited).", _number
     )
     session_burst_per_ip: int = opt(
         30, "New sessions one address may open at once before the rate applies.", _int, ">0"
+    )
+    ipv6_prefix_length: int = opt(
+        64,
+        "Per-address limits count an IPv6 client by this network prefix (64: one subscriber's "
+        "/64; 128: each address). IPv4 clients, also IPv4-mapped, count per address.",
+        _int,
+        "ipv6-prefix",
     )
     session_traffic_window: float = opt(
         10.0, "The window the session_max_* traffic limits count over.", _duration, ">0"
@@ -558,6 +568,8 @@ def _check(rule: str, value: Any) -> str | None:
         return f"must be >= 0, got {value!r}"
     if rule == "port" and not 0 < value <= 65535:
         return f"must be a port number 1-65535, got {value!r}"
+    if rule == "ipv6-prefix" and not 1 <= value <= 128:
+        return f"must be an IPv6 prefix length 1-128, got {value!r}"
     return None
 
 
