@@ -136,6 +136,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     ">0": (lambda v: v > 0, "must be > 0"),
     ">=0": (lambda v: v >= 0, "must be >= 0"),
     "port": (lambda v: 0 < v <= 65535, "must be a port number 1-65535"),
+    "ipv6-prefix": (lambda v: 1 <= v <= 128, "must be an IPv6 prefix length 1-128"),
 }
 
 
@@ -279,8 +280,9 @@ class ServerConfig:
     )
     trusted_proxies: tuple[str, ...] = opt(
         (),
-        "Proxies whose X-Forwarded-For / X-Real-IP headers are believed ('unix' = clients "
-        "of the Unix socket listeners).",
+        "Proxies whose X-Forwarded-For / X-Real-IP and X-Forwarded-Proto / Forwarded "
+        "proto= headers are believed ('unix' = clients of the Unix socket listeners); a "
+        "request counts as HTTPS only if every proto value says https.",
         _networks,
     )
     tls_cert_file: str = opt(
@@ -404,12 +406,19 @@ class AuthConfig:
         "", "File holding the shared secret; read at start and on SIGHUP.", _str
     )
     token_audience: str = opt("", "If set, tokens must carry this 'aud'.", _str)
-    subrequest_url: str = opt("", "URL asked with the client's credential; 2xx allows.", _str)
+    subrequest_url: str = opt(
+        "",
+        "URL asked with the client's credential; 2xx allows, 401/403 refuse, anything else "
+        "is an error (refused, not cached).",
+        _str,
+    )
     subrequest_timeout: float = opt(2.0, "Time limit for the sub-request.", _duration, ">0")
     subject_header: str = opt(
         "X-Auth-Subject", "Response header of the sub-request naming the authenticated user.", _str
     )
-    cache_ttl: float = opt(30.0, "How long a sub-request verdict is reused.", _duration)
+    cache_ttl: float = opt(
+        30.0, "How long a sub-request verdict (2xx, 401, 403) is reused.", _duration
+    )
     cache_size: int = opt(10000, "Most verdicts kept.", _int, ">0")
     require_jid_match: bool = opt(
         False,
@@ -466,13 +475,23 @@ class LimitsConfig:
         1024 * 1024, "Most upstream data waiting for a BOSH client.", _size, ">0"
     )
     max_sessions_per_ip: int = opt(
-        256, "Most concurrent sessions from one client address.", _int, ">0"
+        256,
+        "Most concurrent sessions from one client address (IPv6: one ipv6_prefix_length network).",
+        _int,
+        ">0",
     )
     session_rate_per_ip: float = opt(
         10.0, "New sessions per second one address may open, sustained (0 = unlimited).", _number
     )
     session_burst_per_ip: int = opt(
         30, "New sessions one address may open at once before the rate applies.", _int, ">0"
+    )
+    ipv6_prefix_length: int = opt(
+        64,
+        "Per-address limits count an IPv6 client by this network prefix (64: one subscriber's "
+        "/64; 128: each address). IPv4 clients, also IPv4-mapped, count per address.",
+        _int,
+        "ipv6-prefix",
     )
     session_traffic_window: float = opt(
         10.0, "The window the session_max_* traffic limits count over.", _duration, ">0"
@@ -534,8 +553,9 @@ class UpstreamConfig:
     )
     allow_private_addresses: bool = opt(
         False,
-        "Let DNS-resolved or routed targets be private, loopback or link-local addresses "
-        "(configured domains are always trusted).",
+        "Let DNS-resolved or routed targets be private, loopback, link-local or reserved "
+        "addresses, also IPv6 forms carrying one (NAT64, 6to4) or deprecated ones "
+        "(IPv4-compatible, site-local) (configured domains are always trusted).",
         _bool,
     )
     domains: Mapping[str, UpstreamTarget] = field(

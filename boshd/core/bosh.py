@@ -72,7 +72,7 @@ from boshd.core.limits import TrafficMeter
 from boshd.core.ns import STREAMS_NS
 from boshd.core.params import BoshLimits, SessionParams
 from boshd.core.stream import StreamPhase, XmppStream, bounce, subject_matches
-from boshd.errors import ItemNotFound, PolicyViolation, ProtocolError
+from boshd.errors import AddressingError, ItemNotFound, PolicyViolation, ProtocolError
 
 log = logging.getLogger("boshd.bosh")
 
@@ -402,6 +402,11 @@ class BoshSession:
             self._client_terminate(req, now)
             return
         if req.restart:
+            if not self.stream.is_session_domain(req.to):
+                # B-SREQ-04 for restarts: the stream stays with the session's domain.
+                raise AddressingError(
+                    f"restart names {req.to!r}, not the session's domain", Condition.HOST_UNKNOWN
+                )
             # X-RST-04: payload of a restart request is ignored; X-RST-02: new header.
             if self.stream.phase is StreamPhase.OPEN:
                 self._actions.append(self.stream.restart(req.to, req.lang, req.from_))

@@ -210,8 +210,15 @@ class WsSession:
             self._actions.append(self.stream.connect())
             self._set_state(WsState.CONNECTING)
         elif self._state is WsState.OPEN and self.stream is not None:
-            # W-RST-01/02: restart = new header on the same TCP connection.
             self._client_open = item
+            if not self.stream.is_session_domain(item.to):
+                # W-OPEN-11 for restarts: the stream stays with the session's domain; the
+                # new <open/> is answered (not in that domain's name) before the error.
+                self._authoritative = False
+                self._send_open(None, None)
+                self._fail(StreamErrorCondition.HOST_UNKNOWN, "not the session's domain")
+                return
+            # W-RST-01/02: restart = new header on the same TCP connection.
             self._actions.append(self.stream.restart(item.to, item.lang, item.from_))
             self._set_state(WsState.RESTARTING)
         else:

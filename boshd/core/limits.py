@@ -8,7 +8,26 @@ what "at most N per T seconds" means for limits an operator writes down. O(1) pe
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+
+
+def address_key(address: str, ipv6_prefix_length: int = 64) -> str:
+    """What per-address limits count a client as: an IPv4 address itself (also when written
+    IPv4-mapped, ``::ffff:a.b.c.d``), an IPv6 address's ``/ipv6_prefix_length`` network (a
+    subscriber is usually given a whole /64 and may use any address in it, RFC 6177, RFC
+    7934, so counting exact addresses would let one client multiply its share), and anything
+    else (``unix``, whatever a trusted proxy named) as it is."""
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        network = ipaddress.IPv6Network((int(ip), ipv6_prefix_length), strict=False)
+        return str(network)
+    return str(ip)
 
 
 class TokenBucket:

@@ -106,12 +106,23 @@ class XmppStream:
             self._set_phase(StreamPhase.OPEN)
         return first
 
+    def is_session_domain(self, to: str | None) -> bool:
+        """May a restart name ``to``? Only the session's own domain, or none (X-RST-05 then
+        falls back to the session's). The first ``to`` passed the domain policy (B-SREQ-04,
+        host-unknown) and the upstream connection, its TLS certificate and the SASL
+        authentication all belong to that domain, so a restart cannot move the stream to
+        another one, listed or not (issue 13 finding 10). Domains compare without case
+        (RFC 7622 §3.2)."""
+        return not to or to.lower() == self.header.to.lower()
+
     def restart(
         self, to: str | None = None, lang: str | None = None, from_: str | None = None
     ) -> RestartUpstream:
         """Client-driven restart (XEP-0206 §5 X-RST-05/06, RFC 7395 §3.7)."""
         if self._phase is not StreamPhase.OPEN:
             raise InvalidState(f"restart() in phase {self._phase.value}")
+        if not self.is_session_domain(to):
+            raise InvalidState(f"restart() to {to!r}, not the session's domain")
         self.header = StreamHeader(
             to=to or self.header.to,
             lang=lang or self.header.lang,

@@ -10,8 +10,10 @@ It is checked in one of two ways:
   builds a new Authenticator (issue 13, finding 5).
 * ``subrequest``: boshd asks ``auth.subrequest_url`` (GET, with the client's Authorization,
   Cookie and the original URI), like nginx ``auth_request``: 2xx allows, and the
-  ``auth.subject_header`` response header names the user. Verdicts are cached for
-  ``auth.cache_ttl``; a timeout or an unreachable URL refuses (fail closed).
+  ``auth.subject_header`` response header names the user; 401 and 403 refuse. Those
+  verdicts are cached for ``auth.cache_ttl``. Any other status (5xx, redirects, 404, 429...),
+  a timeout or an unreachable URL is an error of the application, not a verdict, as with
+  nginx: it refuses (fail closed, 503) and is never cached, so the next request asks again.
 
 A refusal happens before any upstream connection (issue 9). The subject is logged with the
 session and, with ``auth.require_jid_match``, must match the JID the client binds.
@@ -114,8 +116,9 @@ class Authenticator:
                 raise verdict
             return verdict
         verdict = await self._subrequest(request)
-        if not (isinstance(verdict, AuthRefused) and verdict.status == 503):
-            self._cache[key] = (now + self.config.cache_ttl, verdict)  # errors are not cached
+        if not isinstance(verdict, AuthRefused) or verdict.status in (401, 403):
+            # Only the application's verdicts are cached; its errors are not (issue 13).
+            self._cache[key] = (now + self.config.cache_ttl, verdict)
             while len(self._cache) > self.config.cache_size:
                 self._cache.popitem(last=False)
         if isinstance(verdict, AuthRefused):
@@ -139,8 +142,14 @@ class Authenticator:
                 if 200 <= resp.status < 300:
                     subject = resp.headers.get(c.subject_header, "").strip()
                     return Identity(subject or "-")
-                status = 403 if resp.status == 403 else 401
-                return AuthRefused(status, f"refused by {c.subrequest_url} ({resp.status})")
+                if resp.status in (401, 403):
+                    return AuthRefused(resp.status, f"refused by {c.subrequest_url}")
+                log.warning(
+                    "auth sub-request to %s answered %d, which is no verdict (2xx, 401, 403)",
+                    c.subrequest_url,
+                    resp.status,
+                )
+                return AuthRefused(503, f"authentication service error ({resp.status})")
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning(
                 "auth sub-request to %s failed: %s", c.subrequest_url, exc or type(exc).__name__

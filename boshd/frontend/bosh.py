@@ -25,7 +25,7 @@ from boshd.core.params import DEFAULT_CONTENT_TYPE
 from boshd.errors import BadRequest, PolicyViolation, ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import cors_headers, preflight
-from boshd.frontend.state import APP_STATE, AppState, client_ip
+from boshd.frontend.state import APP_STATE, AppState, client_ip, is_secure
 from boshd.frontend.view import RequestView
 from boshd.runtime.actor import SessionActor
 from boshd.wire import body as wire
@@ -232,12 +232,15 @@ def _to_session(
 ) -> Outcome:
     """Hand a validated request to its session: ``root``, or (``root`` None) an empty poll
     for ``rid``."""
-    actor = state.registry.get(sid)
+    actor = state.registry.get(sid, "bosh")
     if actor is None:
-        # B-SREQ-01, B-INACT-02, A-8: unknown or expired sid; we cannot tell a legacy client.
+        # B-SREQ-01, B-INACT-02, A-8: unknown or expired sid (or a WebSocket session's, which
+        # is no BOSH session); we cannot tell a legacy client.
         return _reply(_terminate(Condition.ITEM_NOT_FOUND), cors=cors)
-    if actor.secure and not request.secure:
-        # B-HTTP-14: a TLS session continued over plain HTTP: close, keep the session alive.
+    if actor.secure and not is_secure(request, state.config):
+        # B-HTTP-14: a TLS session continued over plain HTTP (directly, or as a trusted proxy
+        # reports it): close without answering, keep the session alive.
+        state.metrics.rejections.labels("insecure").inc()
         log.warning(
             "[%s] plain-HTTP request for a TLS session from %s",
             sid,
@@ -291,7 +294,7 @@ async def _create(
         actor, future = state.registry.create_bosh(
             create,
             client_ip=ip,
-            secure=request.secure,
+            secure=is_secure(request, state.config),
             subject=identity.subject if identity else None,
         )
     except ProtocolError as exc:
@@ -309,7 +312,7 @@ async def _reject_parsed(
     """A parsed body failed the schema: bad-request, and its session (if any) ends."""
     log.info("bad request: %s", exc.reason)
     sid = root.get("sid")
-    actor = state.registry.get(sid) if sid else None
+    actor = state.registry.get(sid, "bosh") if sid else None
     if actor is not None:
         return await _kill_with(state, actor, exc, cors)
     legacy = sid is None and root.get("ver") is None
@@ -327,7 +330,7 @@ async def _reject_unparsed(
     """Unparseable or oversized: answer the condition; end the session it names (B-WRAP-06)."""
     log.info("bad request from %s: %s", client_ip(request, state.config), exc.reason)
     match = _SID.search(data[:4096])
-    actor = state.registry.get(match.group(1).decode()) if match else None
+    actor = state.registry.get(match.group(1).decode(), "bosh") if match else None
     if actor is not None:
         return await _kill_with(state, actor, exc, cors)
     return _reply(_terminate(exc.condition), cors=cors)

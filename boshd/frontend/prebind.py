@@ -34,7 +34,7 @@ from boshd.core.conditions import Condition
 from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
 from boshd.core.ns import BIND_NS, SASL_NS, STREAMS_NS
 from boshd.errors import ProtocolError
-from boshd.frontend.state import APP_STATE, AppState, bearer_matches, client_ip
+from boshd.frontend.state import APP_STATE, AppState, bearer_matches, client_ip, is_secure
 from boshd.runtime.actor import SessionActor
 from boshd.upstream.connection import parse_stanza
 
@@ -144,7 +144,7 @@ async def _prebind(
         actor, future = state.registry.create_bosh(
             create,
             client_ip=client_ip(request, state.config),
-            secure=request.secure,
+            secure=is_secure(request, state.config),
             per_address_limits=False,
         )
     except ProtocolError as exc:

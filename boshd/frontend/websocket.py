@@ -26,7 +26,7 @@ from boshd.core.framing import WsSession
 from boshd.errors import ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import origin_allowed
-from boshd.frontend.state import APP_STATE, client_ip
+from boshd.frontend.state import APP_STATE, client_ip, is_secure
 from boshd.metrics import Metrics
 from boshd.runtime.actor import SessionActor
 from boshd.runtime.registry import new_sid
@@ -228,7 +228,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         connector=state.registry.connect,
         on_end=state.registry.ended,
         client_ip=ip,
-        secure=request.secure,
+        secure=is_secure(request, state.config),
         backlog_limit=config.limits.max_queue_size,
         metrics=state.metrics,
         log_payloads=config.log.payloads,

@@ -17,7 +17,7 @@ from boshd.config import Config
 from boshd.core.bosh import BoshSession
 from boshd.core.conditions import Condition
 from boshd.core.events import ConnectUpstream, CreateRequest, ResponseBody, SessionEnded, Shutdown
-from boshd.core.limits import TokenBucket
+from boshd.core.limits import TokenBucket, address_key
 from boshd.core.params import negotiate
 from boshd.errors import PolicyViolation, UpstreamError, UpstreamTimeout
 from boshd.metrics import Metrics
@@ -49,8 +49,10 @@ class Registry:
         # Every session task until it is done: a session that has ended may still be closing
         # its upstream stream (waiting for the server's closing tag), and drain waits for it.
         self.tasks: set[asyncio.Task[None]] = set()
+        # Per-address limits count address_key()s: IPv4 addresses, IPv6 /64s (by default).
         self.per_ip: Tally[str] = Tally()
         self._rates: dict[str, TokenBucket] = {}
+        self._keys: dict[str, str] = {}  # sid -> the key its session is counted under
         self.draining = False
         self._shed_timer: asyncio.TimerHandle | None = None
 
@@ -61,9 +63,17 @@ class Registry:
 
     # ------------------------------------------------------------------ lookup
 
-    def get(self, sid: str) -> SessionActor | None:
+    def get(self, sid: str, transport: str | None = None) -> SessionActor | None:
+        """The live session ``sid``; with ``transport``, only a session of that transport.
+
+        BOSH and WebSocket sessions share one sid namespace (sids stay unique, and the admin
+        API finds either), but a transport's front must never reach the other's sessions: a
+        BOSH request handed to a WebSocket session is not an input that session's core knows,
+        so it was never answered (issue 13 finding 9)."""
         actor = self.sessions.get(sid)
         if actor is None or actor.ended:
+            return None
+        if transport is not None and actor.transport != transport:
             return None
         return actor
 
@@ -81,24 +91,23 @@ class Registry:
             self._refuse("max_sessions")
         if not per_address:
             return
-        if self.per_ip[client_ip] >= limits.max_sessions_per_ip:
-            self._refuse("max_sessions_per_ip")
+        key = address_key(client_ip, limits.ipv6_prefix_length)
+        if self.per_ip[key] >= limits.max_sessions_per_ip:
+            self._refuse("max_sessions_per_ip", key)
         if limits.session_rate_per_ip > 0:
             now = asyncio.get_running_loop().time()
-            bucket = self._rates.get(client_ip)
+            bucket = self._rates.get(key)
             if bucket is None:
                 if len(self._rates) > 10_000:
                     self._forget_idle_rates(now)
                 window = limits.session_burst_per_ip / limits.session_rate_per_ip
-                bucket = self._rates[client_ip] = TokenBucket(
-                    limits.session_burst_per_ip, window, now
-                )
+                bucket = self._rates[key] = TokenBucket(limits.session_burst_per_ip, window, now)
             if not bucket.take(1, now):
-                self._refuse("session_rate_per_ip")
+                self._refuse("session_rate_per_ip", key)
 
-    def _refuse(self, limit: str) -> NoReturn:
+    def _refuse(self, limit: str, key: str = "") -> NoReturn:
         self.metrics.rejections.labels(f"limit:{limit}").inc()
-        log.info("session refused: limits.%s", limit)
+        log.info("session refused: limits.%s%s", limit, f" for {key}" if key else "")
         raise PolicyViolation(f"limits.{limit} reached")
 
     def _forget_idle_rates(self, now: float) -> None:
@@ -167,7 +176,9 @@ class Registry:
         if self._shed_timer is None:
             self._shed_timer = asyncio.get_running_loop().call_later(SHED_INTERVAL, self._shed)
         self.sessions[actor.sid] = actor
-        self.per_ip[actor.client_ip] += 1
+        key = address_key(actor.client_ip, self.config.limits.ipv6_prefix_length)
+        self._keys[actor.sid] = key  # a reload may change the prefix; the end must match
+        self.per_ip[key] += 1
         self.metrics.sessions_created.labels(actor.transport).inc()
         self.metrics.sessions_active.labels(actor.transport).inc()
         log.info(
@@ -243,9 +254,10 @@ class Registry:
     def ended(self, actor: SessionActor, ended: SessionEnded) -> None:
         if self.sessions.get(actor.sid) is actor:
             del self.sessions[actor.sid]
-            self.per_ip[actor.client_ip] -= 1
-            if self.per_ip[actor.client_ip] <= 0:
-                del self.per_ip[actor.client_ip]
+            key = self._keys.pop(actor.sid, actor.client_ip)
+            self.per_ip[key] -= 1
+            if self.per_ip[key] <= 0:
+                del self.per_ip[key]
             self.metrics.sessions_active.labels(actor.transport).dec()
         condition = ended.condition.value if ended.condition else "none"
         self.metrics.sessions_ended.labels(actor.transport, condition).inc()

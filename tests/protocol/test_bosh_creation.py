@@ -7,9 +7,13 @@ import re
 from os.path import commonpath
 from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestClient
+
 from tests.protocol.boshkit import STREAMS_NS, XML_NS, Session, message, start
-from tests.protocol.conftest import BOSH_NS, DOMAIN, XBOSH_NS, body
-from tests.support.fakexmpp import FakeXmppServer
+from tests.protocol.conftest import BOSH_NS, DOMAIN, XBOSH_NS, Bosh, body, registry_of
+from tests.protocol.wskit import WsConn, ws_session
+from tests.support.fakexmpp import FakeConnection, FakeXmppServer
 
 
 async def test_unknown_sid_is_item_not_found(make_app: Any, fake: FakeXmppServer) -> None:
@@ -22,6 +26,101 @@ async def test_unknown_sid_is_item_not_found(make_app: Any, fake: FakeXmppServer
         assert (reply.type, reply.condition) == ("terminate", "item-not-found")
         assert "sid" not in reply.attrs
     assert fake.connections == []
+
+
+async def _websocket_session(client: TestClient, fake: FakeXmppServer) -> tuple[Any, str]:
+    """A WebSocket session's actor and its sid, as the registry knows them."""
+    registry = registry_of(client)
+    for _ in range(50):
+        if registry.sessions:
+            break
+        await asyncio.sleep(0.02)
+    [(sid, actor)] = registry.sessions.items()
+    assert actor.transport == "websocket"
+    return actor, sid
+
+
+async def _still_works(ws: WsConn, conn: FakeConnection, n: int) -> None:
+    """Stanzas still flow both ways on the WebSocket session."""
+    await ws.send(message(f"up{n}", ns=True))
+    up = await conn.stanza("message")
+    assert up.node.get("id") == f"mup{n}"
+    conn.send(f"<message from='peer@{DOMAIN}/x' id='down{n}'><body>hi</body></message>")
+    down = await ws.recv_el()
+    assert down.get("id") == f"down{n}"
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-front", "aiohttp-front"])
+async def test_websocket_sid_in_a_bosh_request_is_item_not_found_at_once(
+    make_app: Any, fake: FakeXmppServer, fast: bool
+) -> None:
+    """A BOSH request naming a WebSocket session's sid is answered item-not-found at once
+    (it used to hang, handed to a session that has no BOSH requests), on both fronts, and the
+    WebSocket session goes on undisturbed (B-SREQ-01, issue 13 finding 9)."""
+    client = await make_app(server={"fast_bosh": fast})
+    async with ws_session(client) as ws:
+        await ws.open()
+        conn = await fake.connection()
+        actor, sid = await _websocket_session(client, fake)
+        counted = actor.bytes_in
+        bosh = Bosh(client)
+        async with asyncio.timeout(2):
+            reply = await bosh.post(body(1001, message(1), sid=sid))
+        assert (reply.status, reply.type, reply.condition) == (200, "terminate", "item-not-found")
+        assert actor.bytes_in == counted  # nothing was counted against the WebSocket session
+        await _still_works(ws, conn, 1)
+        assert not actor.ended
+
+
+#: Every kind of BOSH request a client can send with a sid: the empty-poll fast path, payload,
+#: restart, pause, terminate, a rid far away, a schema violation, an unparseable body and an
+#: oversized one, each with the answer it gets for a sid that is no BOSH session.
+SID_REQUESTS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("empty poll", "<body rid='{rid}' sid='{sid}' xmlns='" + BOSH_NS + "'/>", ("item-not-found",)),
+    ("payload", body(0, message(1), sid="{sid}").replace("rid='0'", "rid='{rid}'"), ()),
+    ("restart", body(0, sid="{sid}", xmpp__restart="true", to=DOMAIN), ()),
+    ("pause", body(0, sid="{sid}", pause="5"), ()),
+    ("terminate", body(0, sid="{sid}", type="terminate"), ()),
+    ("far rid", body(0, sid="{sid}").replace("rid='0'", "rid='99999999'"), ()),
+    ("schema", body(0, sid="{sid}", hold="many"), ("bad-request",)),
+    (
+        "not well-formed",
+        "<body rid='{rid}' sid='{sid}' xmlns='" + BOSH_NS + "'><a></body>",
+        ("bad-request",),
+    ),
+    ("oversized", body(0, "<x>" + "a" * 2048 + "</x>", sid="{sid}"), ("policy-violation",)),
+]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-front", "aiohttp-front"])
+async def test_no_bosh_request_reaches_a_websocket_session(
+    make_app: Any, fake: FakeXmppServer, fast: bool
+) -> None:
+    """Whatever kind of BOSH request names a WebSocket session's sid (poll, payload, restart,
+    pause, terminate, far rid, schema violation, unparseable, oversized), it is answered at once
+    as for an unknown sid (item-not-found, or the request's own error), never kills, pauses or
+    feeds the WebSocket session, which keeps working (B-SREQ-01, B-WRAP-06, issue 13
+    finding 9)."""
+    client = await make_app(server={"fast_bosh": fast}, limits={"max_body_size": 1024})
+    async with ws_session(client) as ws:
+        await ws.open()
+        conn = await fake.connection()
+        actor, sid = await _websocket_session(client, fake)
+        counted = actor.bytes_in
+        bosh = Bosh(client)
+        for n, (kind, template, allowed) in enumerate(SID_REQUESTS):
+            data = template.replace("{sid}", sid).replace("{rid}", str(2000 + n))
+            data = data.replace("rid='0'", f"rid='{2000 + n}'")
+            async with asyncio.timeout(2):
+                reply = await bosh.post(data)
+            assert reply.type == "terminate", (kind, reply.raw)
+            assert reply.condition in (allowed or ("item-not-found",)), (kind, reply.raw)
+            assert "sid" not in reply.attrs, kind
+        assert actor.bytes_in == counted
+        assert conn.elements == []  # nothing reached the WebSocket session's stream
+        await _still_works(ws, conn, 2)
+        assert not actor.ended
+        assert registry_of(client).get(sid) is actor
 
 
 async def test_missing_or_empty_to_is_improper_addressing(

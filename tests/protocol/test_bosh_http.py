@@ -383,6 +383,97 @@ async def test_tls_session_is_never_continued_over_plain_http(
         await runner.cleanup()
 
 
+#: What a trusted proxy in front of boshd says for a client that came over TLS.
+SECURE_VIA_PROXY = [
+    {"X-Forwarded-Proto": "https"},
+    {"Forwarded": 'for="[2001:db8::1]:4711";proto=https'},
+    {"X-Forwarded-Proto": "HTTPS", "Forwarded": "for=192.0.2.1;proto=https"},
+]
+#: ... and what arrives for a plain-HTTP request, also when the client adds its own
+#: forwarding headers ahead of the proxy's (issue 13 finding 7).
+PLAIN_VIA_PROXY = [
+    {"X-Forwarded-Proto": "http"},
+    {},
+    {"X-Forwarded-Proto": "https, http"},
+    {"X-Forwarded-Proto": "https,"},
+    {"X-Forwarded-Proto": "https", "Forwarded": "for=192.0.2.1;proto=http"},
+    {"Forwarded": "proto=https, for=192.0.2.1"},
+    {"Forwarded": "proto=https;for"},
+    {"X-Forwarded-Proto": "ws"},
+]
+
+
+async def _continued(s: Session, sid: str, rid: int, headers: dict[str, str], text: str) -> bool:
+    """Send ``rid`` for ``sid`` with ``headers`` on a new connection; True if answered, False
+    if the connection was closed without an answer."""
+    async with RawHttp(s.client) as raw:
+        await raw.write(raw.build(body(rid, message(text), sid=sid), headers=headers))
+        try:
+            reply = await raw.response(timeout=2.0)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            assert await raw.closed_by_peer()
+            return False
+        assert reply.status == 200, reply.status_line
+        check_body_bytes(reply.body)
+        return True
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-front", "aiohttp-front"])
+async def test_https_session_via_trusted_proxy_is_not_continued_over_http(
+    make_app: Any, fake: FakeXmppServer, fast: bool
+) -> None:
+    """Behind a trusted proxy, a session created with X-Forwarded-Proto: https that continues
+    with X-Forwarded-Proto: http gets its connection closed without an answer, on both
+    fronts, and the session lives on over https (XEP-0124 §19.1, B-HTTP-14, B-SEC-02, issue 13
+    finding 7)."""
+    s = await start(make_app, server={"trusted_proxies": ["127.0.0.1"], "fast_bosh": fast})
+    https = {"X-Forwarded-Proto": "https"}
+    async with RawHttp(s.client) as raw:
+        sid = _sid((await raw.request(CREATE, headers=https)).body)
+    conn = await fake.connection()
+    assert not await _continued(s, sid, 1001, {"X-Forwarded-Proto": "http"}, "plain")
+    await asyncio.sleep(0.1)
+    assert conn.elements == []  # the plain request was not processed
+    assert await _continued(s, sid, 1001, https, "1")
+    assert [e.node.get("id") for e in conn.elements] == ["m1"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-front", "aiohttp-front"])
+@pytest.mark.parametrize("secure", SECURE_VIA_PROXY, ids=lambda h: "+".join(h.values()))
+async def test_proxied_tls_session_refuses_every_plain_spelling(
+    make_app: Any, fake: FakeXmppServer, fast: bool, secure: dict[str, str]
+) -> None:
+    """A session created as https through a trusted proxy (X-Forwarded-Proto or RFC 7239
+    Forwarded proto=) is refused, connection closed and nothing processed, for every way a
+    plain request can arrive: http, no header, a client's own https ahead of the proxy's http
+    (lists and repeated headers), an element without proto, a value that does not parse;
+    and the next https request is answered (B-HTTP-14, issue 13 finding 7)."""
+    s = await start(make_app, server={"trusted_proxies": ["127.0.0.1"], "fast_bosh": fast})
+    async with RawHttp(s.client) as raw:
+        sid = _sid((await raw.request(CREATE, headers=secure)).body)
+    conn = await fake.connection()
+    for headers in PLAIN_VIA_PROXY:
+        assert not await _continued(s, sid, 1001, headers, "plain"), headers
+    await asyncio.sleep(0.1)
+    assert conn.elements == []
+    assert await _continued(s, sid, 1001, secure, "1")
+    assert [e.node.get("id") for e in conn.elements] == ["m1"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-front", "aiohttp-front"])
+async def test_forwarded_proto_from_an_untrusted_peer_is_ignored(
+    make_app: Any, fake: FakeXmppServer, fast: bool
+) -> None:
+    """Without server.trusted_proxies a client's own X-Forwarded-Proto: https does not make
+    its session a TLS one (so it is continued over plain HTTP as it was created), on both
+    fronts (B-HTTP-14, issue 13 finding 7)."""
+    s = await start(make_app, server={"fast_bosh": fast})
+    spoofed = {"X-Forwarded-Proto": "https", "Forwarded": "proto=https"}
+    async with RawHttp(s.client) as raw:
+        sid = _sid((await raw.request(CREATE, headers=spoofed)).body)
+    assert await _continued(s, sid, 1001, {}, "1")
+
+
 async def test_session_usable_after_client_abandons_a_request(
     make_app: Any, fake: FakeXmppServer
 ) -> None:

@@ -287,3 +287,37 @@ async def test_the_cm_does_not_help_with_negotiation(make_app: Any, fake: FakeXm
     assert (reply.type, reply.condition) == ("terminate", "remote-stream-error")
     assert reply.children[0][0].tag == f"{{{STREAM_ERRORS_NS}}}not-authorized"
     assert [e.local for e in conn.elements] == ["message"]
+
+
+@pytest.mark.parametrize("domain", ["other.example", "unlisted.example", "example.com.", "[::1]"])
+async def test_restart_naming_another_domain_is_host_unknown(
+    make_app: Any, fake: FakeXmppServer, domain: str
+) -> None:
+    """A restart request whose 'to' is not the session's domain (even another domain boshd
+    serves) gets terminate host-unknown, like an unknown 'to' at creation; no second header
+    goes upstream, the upstream stream is closed and the sid is gone (B-SREQ-04 applied to
+    X-RST-05, issue 13 finding 10)."""
+    other = {"host": "127.0.0.1", "port": fake.port, "tls": "plain"}
+    s = await start(make_app, upstream={"domains": {DOMAIN: other, "other.example": other}})
+    await s.create()
+    conn = await fake.connection()
+    await s.send(f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>AHVzZXIAcGFzcw==</auth>")
+    reply = await s.send(xmpp__restart="true", to=domain)
+    assert (reply.type, reply.condition) == ("terminate", "host-unknown"), reply.raw
+    await s.assert_dead(conn)
+    assert len(conn.headers) == 1
+    assert len(fake.connections) == 1
+
+
+async def test_restart_naming_the_session_domain_in_capitals_restarts(
+    make_app: Any, fake: FakeXmppServer
+) -> None:
+    """Domains compare without case: a restart to the session's domain in capitals restarts
+    the stream as usual (X-RST-05, RFC 7622 §3.2, issue 13 finding 10)."""
+    s = await start(make_app)
+    await s.create()
+    conn = await fake.connection()
+    await s.send(f"<auth xmlns='{SASL_NS}' mechanism='PLAIN'>AHVzZXIAcGFzcw==</auth>")
+    reply = await s.send(xmpp__restart="true", to=DOMAIN.upper())
+    assert reply.body.find(f"{{{STREAMS_NS}}}features") is not None
+    assert len(conn.headers) == 2

@@ -176,6 +176,112 @@ async def test_subrequest_unreachable_fails_closed(
     assert fake.connections == []
 
 
+class FlakyAuth:
+    """A web application answering sub-requests with a scripted status (or hanging past
+    auth.subrequest_timeout, or dropping the connection), then 200 once it has recovered."""
+
+    def __init__(self) -> None:
+        self.answer: int | str = 200
+        self.asked = 0
+        self.url = ""
+
+    async def check(self, request: web.Request) -> web.StreamResponse:
+        self.asked += 1
+        if self.answer == "hang":
+            await asyncio.sleep(5)
+        if self.answer == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        status = self.answer if isinstance(self.answer, int) else 200
+        headers = {"X-Auth-Subject": "user"} if status < 300 else {}
+        if 300 <= status < 400:
+            headers["Location"] = "https://login.example/"
+        return web.Response(status=status, headers=headers)
+
+
+@pytest.fixture
+async def flaky_auth() -> AsyncIterator[FlakyAuth]:
+    auth = FlakyAuth()
+    app = web.Application()
+    app.router.add_get("/auth", auth.check)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    auth.url = f"http://127.0.0.1:{runner.addresses[0][1]}/auth"
+    yield auth
+    await runner.cleanup()
+
+
+def flaky_config(auth: FlakyAuth) -> dict[str, Any]:
+    return {"mode": "subrequest", "subrequest_url": auth.url, "subrequest_timeout": 0.5}
+
+
+async def test_subrequest_5xx_is_not_cached_as_a_refusal(
+    make_app: AppFactory, fake: FakeXmppServer, flaky_auth: FlakyAuth
+) -> None:
+    """A 503 from the auth sub-request refuses that session, but is not cached: once the
+    application has recovered, the same credential opens a session at once (issue 13
+    finding 10)."""
+    client = await make_app(auth=flaky_config(flaky_auth))
+    flaky_auth.answer = 503
+    _, text = await bosh_create(client, bearer("good-user"))
+    assert "policy-violation" in text
+    flaky_auth.answer = 200
+    _, text = await bosh_create(client, bearer("good-user"))
+    assert "sid=" in text
+    assert flaky_auth.asked == 2
+
+
+#: What a broken or busy application (or a proxy in front of it) answers instead of a verdict.
+NOT_A_VERDICT: list[int | str] = [300, 302, 304, 400, 404, 405, 408, 429, 500, 501, 502, 503]
+NOT_A_VERDICT += [504, 599, "hang", "drop"]
+
+
+@pytest.mark.parametrize("answer", NOT_A_VERDICT)
+async def test_subrequest_errors_refuse_but_are_never_cached(
+    make_app: AppFactory, fake: FakeXmppServer, flaky_auth: FlakyAuth, answer: int | str
+) -> None:
+    """Any answer of the auth sub-request other than 2xx, 401 and 403 (redirects, other 4xx,
+    5xx), a timeout or a dropped connection refuses the session (fail closed, no upstream
+    connection, HTTP 503 for a legacy client) and is not cached: the next attempt asks again
+    (nginx auth_request semantics, issue 13 finding 10)."""
+    client = await make_app(auth=flaky_config(flaky_auth))
+    flaky_auth.answer = answer
+    _, text = await bosh_create(client, bearer("good-user"))
+    assert "policy-violation" in text
+    legacy = body(1000, to="example.com", wait="4", hold="1")
+    async with client.post("/http-bind", data=legacy, headers=bearer("good-user")) as resp:
+        assert resp.status == 503
+    assert fake.connections == []
+    asked = flaky_auth.asked  # aiohttp may retry a dropped GET once: count, don't pin
+    assert asked >= 2
+    flaky_auth.answer = 200
+    _, text = await bosh_create(client, bearer("good-user"))
+    assert "sid=" in text
+    assert flaky_auth.asked == asked + 1  # asked again, not answered from the cache
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_subrequest_refusals_are_cached(
+    make_app: AppFactory, fake: FakeXmppServer, flaky_auth: FlakyAuth, status: int
+) -> None:
+    """401 and 403 are the application's verdicts: cached for auth.cache_ttl like an
+    allowance, so a refused credential does not reach the application again at once; a
+    legacy client hears the same status (issue 9, issue 13 finding 10)."""
+    client = await make_app(auth=flaky_config(flaky_auth))
+    flaky_auth.answer = status
+    legacy = body(1000, to="example.com", wait="4", hold="1")
+    async with client.post("/http-bind", data=legacy, headers=bearer("bad")) as resp:
+        assert resp.status == status
+    flaky_auth.answer = 200
+    _, text = await bosh_create(client, bearer("bad"))
+    assert "policy-violation" in text
+    assert flaky_auth.asked == 1
+    assert fake.connections == []
+
+
 async def test_jid_must_match_token_subject_bosh(
     make_app: AppFactory, fake: FakeXmppServer
 ) -> None:

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from boshd.upstream.routing import Router
 from tests.protocol.boshkit import Session, message, start
-from tests.protocol.conftest import DOMAIN, AppFactory
+from tests.protocol.conftest import DOMAIN, AppFactory, registry_of
 from tests.protocol.test_upstream_tls import certificate, server_context
 from tests.protocol.wskit import (
     CLOSE,
@@ -127,6 +128,19 @@ PRIVATE_FORMS = [
     "224.0.0.1",
     "255.255.255.255",
 ]
+#: IPv6 forms that carry a loopback or private IPv4 address, and deprecated site-local
+#: (issue 13 finding 6): NAT64 well-known and local-use, IPv4-compatible, 6to4, Teredo.
+IPV6_EMBEDDING_FORMS = [
+    "[64:ff9b::127.0.0.1]",
+    "[64:ff9b::a9fe:a9fe]",
+    "[64:ff9b:1::7f00:1]",
+    "[::127.0.0.1]",
+    "[::10.0.0.1]",
+    "[2002:7f00:1::1]",
+    "[2002:a00:1::1]",
+    "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+    "[fec0::1]",
+]
 
 
 @pytest.mark.parametrize("host", LOOPBACK_FORMS + PRIVATE_FORMS)
@@ -146,13 +160,15 @@ async def test_unlisted_route_is_host_unknown_without_any_connection(
     assert fake.connections == []
 
 
-@pytest.mark.parametrize("host", LOOPBACK_FORMS + PRIVATE_FORMS)
+@pytest.mark.parametrize("host", LOOPBACK_FORMS + PRIVATE_FORMS + IPV6_EMBEDDING_FORMS)
 async def test_listed_route_to_private_address_needs_the_setting(
     make_app: AppFactory, fake: FakeXmppServer, attempts: list[tuple[Any, Any]], host: str
 ) -> None:
     """Even when the operator lists the route, an address that is (or resolves to) loopback,
     private, link-local, multicast, broadcast or unspecified is host-unknown unless
-    upstream.allow_private_addresses; no connection is attempted (SSRF, docs/security.md)."""
+    upstream.allow_private_addresses, also written as an IPv6 form carrying a private IPv4
+    (NAT64, IPv4-compatible, 6to4, Teredo) or as site-local; no connection is attempted (SSRF,
+    docs/security.md, issue 13 finding 6)."""
     async with listener() as internal:
         route = f"xmpp:{host}:{internal.port}"
         s = await start(make_app, upstream={"allowed_routes": [route]})
@@ -286,3 +302,40 @@ async def test_any_domain_resolving_to_a_private_address_is_refused(
     for record in caplog.records:
         failed = record.levelno >= logging.ERROR or record.exc_info is not None
         assert not failed, f"{record.name}: {caplog.handler.format(record)}"
+
+
+@pytest.mark.parametrize("transport", ["bosh", "websocket"])
+@pytest.mark.parametrize("answer", [h.strip("[]") for h in IPV6_EMBEDDING_FORMS])
+async def test_any_domain_srv_answer_in_an_ipv6_form_of_a_private_address_is_refused(
+    make_app: AppFactory,
+    fake: FakeXmppServer,
+    attempts: list[tuple[Any, Any]],
+    transport: str,
+    answer: str,
+) -> None:
+    """With allow_any_domain, SRV answers that are IPv6 forms of a private IPv4 address (NAT64,
+    IPv4-compatible, 6to4, Teredo) or site-local are refused as host-unknown over BOSH and
+    WebSocket, and nothing is connected (SSRF through DNS, B-SREQ-04, issue 13 finding 6).
+    The resolver is injected into the app's Router, the only way to script SRV answers."""
+    asked: list[str] = []
+
+    async def lookup(domain: str, service: str) -> list[tuple[str, int]]:
+        asked.append(service)
+        return [(answer, 5269 if service == "xmpps-client" else 5222)]
+
+    s = await start(make_app, upstream={"allow_any_domain": True})
+    registry = registry_of(s.client)
+    registry.router = Router(registry.config.upstream, srv_lookup=lookup)
+    if transport == "bosh":
+        reply = await create(s.client, to="chat.example.org")
+        assert (reply.type, reply.condition) == ("terminate", "host-unknown"), reply.raw
+    else:
+        async with ws_session(s.client) as ws:
+            await ws.send(open_frame("chat.example.org"))
+            frames = await ws.rest(timeout=5)
+        assert [parse(f).tag for f in frames] == [OPEN, STREAM_ERROR, CLOSE], frames
+        check_cm_stream_error(frames[1], "host-unknown")
+    await asyncio.sleep(0.1)
+    assert asked  # the answers were consulted, and refused
+    assert outgoing(attempts, s.client) == []
+    assert fake.connections == []

@@ -3,18 +3,24 @@ upstream header on the same TCP connection (W-RST-*, W-OPEN-04, C-HDR-08)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.protocol.conftest import DOMAIN, AppFactory
 from tests.protocol.wskit import (
     AUTH_PLAIN,
     BIND_NS,
     CLIENT_CLOSE,
+    CLOSE,
     FEATURES,
     OPEN,
     SASL_NS,
     SM_NS,
+    STREAM_ERROR,
     STROPHE_CLOSE,
     WsConn,
+    check_cm_stream_error,
     check_frames,
+    open_frame,
     parse,
     ws_session,
 )
@@ -104,3 +110,45 @@ async def test_close_after_success_is_not_a_restart(
     assert conn.closed_by_client
     assert len(conn.headers) == 1
     assert len(fake.connections) == 1
+
+
+#: Domains a restart may not move the stream to: another domain this boshd serves (it is in
+#: upstream.domains), one it does not serve, and spellings of the session's own that are not
+#: the same name (issue 13 finding 10).
+OTHER_DOMAINS = ["other.example", "unlisted.example", "example.com.", "localhost"]
+
+
+@pytest.mark.parametrize("domain", OTHER_DOMAINS)
+async def test_restart_naming_another_domain_is_host_unknown(
+    make_app: AppFactory, fake: FakeXmppServer, domain: str
+) -> None:
+    """A restart <open/> naming a domain other than the session's (even one boshd serves) is
+    answered with <open/>, a host-unknown stream error and <close/>; no second header goes
+    upstream and the upstream stream is closed (W-OPEN-11 and B-SREQ-04 applied to W-RST-01,
+    issue 13 finding 10)."""
+    other = {"host": "127.0.0.1", "port": fake.port, "tls": "plain"}
+    client = await make_app(upstream={"domains": {DOMAIN: other, "other.example": other}})
+    async with ws_session(client) as ws:
+        _, conn = await sasl(ws, fake)
+        await ws.send(open_frame(domain))
+        frames = await ws.rest()
+        await conn.wait_closed()
+    assert [parse(f).tag for f in frames] == [OPEN, STREAM_ERROR, CLOSE], frames
+    assert parse(frames[0]).get("from") != domain
+    check_cm_stream_error(frames[1], "host-unknown")
+    assert len(conn.headers) == 1
+    assert len(fake.connections) == 1
+    assert ws.close_code == 1000
+
+
+async def test_restart_naming_the_session_domain_in_other_case_restarts(
+    make_app: AppFactory, fake: FakeXmppServer
+) -> None:
+    """Domains compare without case: a restart naming the session's domain in capitals
+    restarts as usual (W-RST-01, RFC 7622 §3.2, issue 13 finding 10)."""
+    client = await make_app()
+    async with ws_session(client) as ws:
+        _, conn = await sasl(ws, fake)
+        await ws.send(open_frame(DOMAIN.upper()))
+        assert (await ws.recv_el()).tag == OPEN
+        await conn.wait_for(lambda: len(conn.headers) == 2)

@@ -136,3 +136,13 @@ def test_sids_never_start_with_a_dash() -> None:
     from boshd.runtime.registry import new_sid
 
     assert all(not new_sid().startswith("-") for _ in range(5000))
+
+
+@pytest.mark.parametrize("value", [0, -1, 129, 1000, "64", 64.5, True])
+def test_ipv6_prefix_length_is_a_prefix_length(value: object) -> None:
+    """limits.ipv6_prefix_length must be an integer 1-128; anything else is named with its
+    dotted path (issue 13 finding 10)."""
+    with pytest.raises(ConfigError, match=re.escape("limits.ipv6_prefix_length: must be")):
+        parse_config({"limits": {"ipv6_prefix_length": value}})
+    assert parse_config({"limits": {"ipv6_prefix_length": 48}}).limits.ipv6_prefix_length == 48
+    assert parse_config({}).limits.ipv6_prefix_length == 64

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from boshd.core.conditions import Condition
 from boshd.core.events import CloseUpstream, SendFrame, SessionEnded, UpstreamStanzas
-from boshd.core.limits import TokenBucket, TrafficLimits, TrafficMeter
+from boshd.core.limits import TokenBucket, TrafficLimits, TrafficMeter, address_key
 from tests.unit.corekit import Harness, attrs, message
 
 
@@ -115,3 +120,56 @@ def test_ws_message_flood_and_max_age() -> None:
     assert aged.next_deadline() == 5.0
     aged.handle_timer(5.0)
     assert aged.closed
+
+
+# --------------------------------------------------------------------------- address keys
+
+V6 = ipaddress.IPv6Address
+V4 = ipaddress.IPv4Address
+
+
+def v6_spellings(ip: ipaddress.IPv6Address) -> list[str]:
+    return [ip.compressed, ip.exploded, ip.exploded.upper(), f"[{ip.compressed}]", f" {ip} "]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    a=st.integers(0, 2**128 - 1),
+    b=st.integers(0, 2**128 - 1),
+    prefix=st.integers(1, 128),
+    near=st.booleans(),
+)
+def test_ipv6_clients_count_per_prefix(a: int, b: int, prefix: int, near: bool) -> None:
+    """Two IPv6 addresses (not IPv4-mapped) share a per-address key exactly when they lie in
+    the same /ipv6_prefix_length network, however they are written (issue 13 finding 10)."""
+    if near:  # b in a's network, differing only in the host bits
+        host = (1 << (128 - prefix)) - 1
+        b = (a & ~host) | (b & host)
+    ip_a, ip_b = V6(a), V6(b)
+    assume(ip_a.ipv4_mapped is None and ip_b.ipv4_mapped is None)
+    same = (a >> (128 - prefix)) == (b >> (128 - prefix))
+    keys_a = {address_key(t, prefix) for t in v6_spellings(ip_a)}
+    keys_b = {address_key(t, prefix) for t in v6_spellings(ip_b)}
+    assert len(keys_a) == len(keys_b) == 1
+    assert (keys_a == keys_b) is same
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.integers(0, 2**32 - 1), b=st.integers(0, 2**32 - 1), prefix=st.integers(1, 128))
+def test_ipv4_clients_count_per_address_also_when_mapped(a: int, b: int, prefix: int) -> None:
+    """An IPv4 address is its own key, the same whether written a.b.c.d or as IPv4-mapped
+    IPv6 (dotted or hex); two different IPv4 addresses never share one, whatever the IPv6
+    prefix length (issue 13 finding 10)."""
+    v4 = V4(a)
+    mapped = V6((0xFFFF << 32) | a)
+    forms = [str(v4), f"::ffff:{v4}", mapped.compressed, mapped.exploded, f"[{mapped}]"]
+    assert {address_key(f, prefix) for f in forms} == {str(v4)}
+    assert (address_key(str(V4(b)), prefix) == str(v4)) is (a == b)
+
+
+def test_non_addresses_are_their_own_key() -> None:
+    """A Unix-socket client or a name a proxy sent is counted as given (issue 13 finding 10)."""
+    assert address_key("unix", 64) == "unix"
+    assert address_key("client.example", 64) == "client.example"
+    assert address_key("2001:db8::1", 64) == "2001:db8::/64"
+    assert address_key("2001:db8::1", 128) == "2001:db8::1/128"
