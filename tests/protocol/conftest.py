@@ -148,3 +148,8 @@ async def bosh(make_app: AppFactory) -> Bosh:
 
 def registry_of(client: TestClient) -> Any:
     return client.server.app[APP_STATE].registry
+
+
+# The hostile-input arena (two witness sessions that must keep talking) is shared by the
+# modules that attack the app: test_bad_input.py defines it, test_hostile_prolog.py uses it.
+from tests.protocol.test_bad_input import arena, fuzz_arena  # noqa: E402, F401

@@ -12,22 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from boshd.wire.parser import refused_loads
-from tests.protocol.conftest import BOSH_NS, DOMAIN, XBOSH_NS, AppFactory
+from tests.protocol.conftest import BOSH_NS, DOMAIN, XBOSH_NS
 from tests.protocol.test_bad_input import (
     EXAMPLE_TIMEOUT,
     FUZZ,
-    FUZZ_SECTIONS,
-    NAMED_SECTIONS,
     Arena,
     check_ws_outcome,
-    open_arena,
     post,
     reached,
     read_until_closed,
@@ -37,26 +33,9 @@ from tests.protocol.test_bad_input import (
 )
 from tests.protocol.wskit import CLIENT_CLOSE, RawWs
 from tests.support.canary import FifoCanary
-from tests.support.fakexmpp import FakeXmppServer
 from tests.support.hostile_xml import HIDERS, documents, dtds
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def arena(
-    make_app: AppFactory, fake: FakeXmppServer, caplog: pytest.LogCaptureFixture
-) -> AsyncIterator[Arena]:
-    async with open_arena(make_app, fake, caplog, **NAMED_SECTIONS) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def fuzz_arena(
-    make_app: AppFactory, fake: FakeXmppServer, caplog: pytest.LogCaptureFixture
-) -> AsyncIterator[Arena]:
-    async with open_arena(make_app, fake, caplog, **FUZZ_SECTIONS) as opened:
-        yield opened
 
 
 STANZA = f"<message to='bob@{DOMAIN}' id='h1'><body>&e;</body></message>"
