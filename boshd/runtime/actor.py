@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from boshd.core.conditions import Condition
+from boshd.core.conditions import STREAM_CONDITION_FOR, Condition
 from boshd.core.events import (
     Action,
     CloseUpstream,
@@ -45,6 +45,7 @@ from boshd.core.events import (
     UpstreamStanzas,
     UpstreamStreamError,
 )
+from boshd.core.framing import CLOSE_FRAME, stream_error_frame
 from boshd.errors import ProtocolError, UpstreamError
 from boshd.metrics import Metrics
 
@@ -270,6 +271,11 @@ class SessionActor:
         here, at once: it is next in line anyway and nothing else can run meanwhile, so order
         and single ownership are kept, and the hop to the task and back is saved (a request
         is answered without two task switches). Otherwise it is queued for the task."""
+        if self._ended is not None:
+            # The session is over: it takes no more input (nothing may pile up in the inbox
+            # of a session nobody runs), and a request still waiting gets its answer.
+            self._answer_leftovers()
+            return
         if self._parked and not self._inbox and not self._stepping and not self._frames:
             self._step_inline(item)
             return
@@ -517,12 +523,20 @@ class SessionActor:
         self._close_tasks.pop(task, None)
 
     def _crash(self, reason: str, condition: Condition) -> None:
-        """Answer everything, drop upstream, report the end; used when the core cannot go on."""
+        """Answer everything, drop upstream, report the end; used when the core cannot go on.
+
+        A BOSH client gets its waiting requests answered with ``condition``; a WebSocket
+        client gets the matching stream error, ``<close/>`` and close code 1011 (RFC 6455
+        §7.4.1: an unexpected condition), written by ``_finish`` (W-ERR-03, C-ERR-01)."""
         body = ResponseBody(type="terminate", condition=condition)
         for future, _ in self._waiters.values():
             if not future.done():
                 future.set_result((body, 200))
         self._waiters.clear()
+        if self.socket is not None and self._ws_close is None:
+            stream_condition = STREAM_CONDITION_FOR[condition]
+            self._frames.extend((stream_error_frame(stream_condition), CLOSE_FRAME))
+            self._ws_close = 1011
         if self.upstream is not None:
             self.upstream.abort()
         if self._connect_task is not None:
@@ -531,18 +545,22 @@ class SessionActor:
             self._ended = SessionEnded(condition, reason)
             self._on_end(self, self._ended)
 
+    def _answer_leftovers(self) -> None:
+        """Requests nobody will answer any more get item-not-found: the session is gone."""
+        for future, _ in self._waiters.values():
+            if not future.done():
+                future.set_result(
+                    (ResponseBody(type="terminate", condition=Condition.ITEM_NOT_FOUND), 200)
+                )
+        self._waiters.clear()
+
     async def _finish(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
         if self._frames or self._ws_close is not None:
             with contextlib.suppress(Exception):  # the last frames of a closing WebSocket
                 await self._socket_io()
-        for future, _ in self._waiters.values():  # cannot happen if the core keeps its promise
-            if not future.done():
-                future.set_result(
-                    (ResponseBody(type="terminate", condition=Condition.ITEM_NOT_FOUND), 200)
-                )
-        self._waiters.clear()
+        self._answer_leftovers()  # cannot be needed if the core keeps its promise
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
         if self._close_tasks:

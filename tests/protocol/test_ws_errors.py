@@ -8,9 +8,13 @@ import contextlib
 import socket
 import ssl
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 
+from boshd.core.events import WsStanza
+from boshd.core.framing import WsSession
 from tests.protocol.conftest import DOMAIN, AppFactory
 from tests.protocol.wskit import (
     CLOSE,
@@ -230,3 +234,35 @@ async def test_cm_errors_have_one_defined_condition(
     assert parse(ws.frames[0]).tag == OPEN
     assert ws.close_code is not None
     check_frames(ws.frames)
+
+
+async def test_internal_fault_in_a_websocket_session_is_reported_and_contained(
+    make_app: AppFactory, fake: FakeXmppServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault inside one WebSocket session's processing (injected) gives its client
+    <stream:error><internal-server-error/>, <close/> and a close, drops its upstream, takes no
+    further input, and a second session keeps working (docs/security.md "Crashes", W-ERR-03,
+    C-ERR-01)."""
+    original = WsSession.receive
+
+    def receive(self: WsSession, item: Any, now: float) -> None:
+        if isinstance(item, WsStanza) and b"boom" in item.data:
+            raise RuntimeError("injected fault")
+        original(self, item, now)
+
+    client = await make_app()
+    with mock.patch.object(WsSession, "receive", receive):
+        async with ws_session(client) as ws:
+            await ws.open()
+            conn = await fake.connection()
+            await ws.send("<message to='a@example.com' id='boom'><body>boom</body></message>")
+            frames = await ws.rest(timeout=3)
+            await conn.wait_closed(5)
+        assert [parse(f).tag for f in frames] == [STREAM_ERROR, CLOSE], frames
+        assert check_cm_stream_error(frames[0]) == "internal-server-error"
+        async with ws_session(client) as other:
+            await other.open()
+            second = await fake.connection(1)
+            await other.send("<message to='a@example.com' id='fine'><body>x</body></message>")
+            await second.element(lambda e: e.node.get("id") == "fine")
+    assert any("session crashed" in r.getMessage() for r in caplog.records)
