@@ -104,9 +104,23 @@ def test_units_verify_without_man_page_check(tmp_path: Path) -> None:
 
 def test_service_unit_contract() -> None:
     """The service is Type=notify with the main process allowed to notify, reloads with
-    SIGHUP, stops with SIGTERM with more time than the default drain, and has a watchdog."""
+    SIGHUP, stops with SIGTERM with more time than the default drain, and has a watchdog; it
+    runs as a dynamic unprivileged user with no capabilities, no new privileges, a read-only
+    file system and a system-call filter (docs/security.md: Deployment advice, "a dynamic
+    unprivileged user, no capabilities, a read-only file system, a system-call filter")."""
     text = (UNIT_DIR / "boshd.service").read_text(encoding="utf-8")
     settings = dict(re.findall(r"^(\w+)=(.*)$", text, flags=re.MULTILINE))
+    every: dict[str, list[str]] = {}
+    for key, setting in re.findall(r"^(\w+)=(.*)$", text, flags=re.MULTILINE):
+        every.setdefault(key, []).append(setting.strip())
+    assert every["DynamicUser"] == ["yes"]
+    assert every["NoNewPrivileges"] == ["yes"]
+    assert every["ProtectSystem"] == ["strict"]
+    # An empty assignment clears the set; a later non-empty one would add capabilities back.
+    assert every["CapabilityBoundingSet"] == [""]
+    assert all(value == "" for value in every.get("AmbientCapabilities", []))
+    assert every.get("SystemCallFilter"), "no SystemCallFilter="
+    assert all(every["SystemCallFilter"]), "an empty SystemCallFilter= resets the filter"
     assert settings["Type"] == "notify"
     assert settings["NotifyAccess"] in ("main", "all")
     assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
