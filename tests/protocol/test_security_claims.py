@@ -1105,21 +1105,6 @@ async def test_header_values_with_cr_lf_or_nul_are_never_written(
     assert caplog.records, "nothing logged"
 
 
-async def test_prebind_with_a_blank_secret_refuses_everyone(
-    make_app: AppFactory, fake: FakeXmppServer
-) -> None:
-    """A prebind secret made only of blanks counts as no secret: every request is refused
-    with 401, including one that sends an empty or blank bearer token, and nothing connects
-    (docs/security.md: Admin and prebind endpoints, "prebind is off unless a secret is
-    set")."""
-    s = await start(make_app, prebind={"path": "/prebind", "secret": "   "})
-    spec = json.dumps({"jid": f"user@{DOMAIN}", "password": "pw"})
-    for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer    "}):
-        async with s.client.post("/prebind", data=spec, headers=headers) as resp:
-            assert resp.status == 401, headers
-    assert fake.connections == []
-
-
 async def test_sids_given_to_clients_are_24_random_bytes(
     make_app: AppFactory, fake: FakeXmppServer
 ) -> None:
