@@ -4,11 +4,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= conf/boshd.toml
-APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation
+DIST := dist
+# python3-venv: `make deb` builds /opt/boshd with Debian's python3; util-linux: the package
+# test's private mount namespace (unshare, setpriv).
+APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation python3-venv util-linux
 BROWSER_DIR := tests/e2e/browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VERSION = $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+DEB = $(DIST)/boshd_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
+DEB_INPUTS = pyproject.toml README.md $(shell find boshd schemas conf systemd docs packaging \
+	-name __pycache__ -prune -o -type f -print)
 
-.PHONY: run test check fmt venv deps system-deps browser-deps demo bench clean
+.PHONY: run test check fmt venv deps system-deps browser-deps demo bench deb wheel clean
 
 ## venv: create .venv and install boshd with its test tools (re-run when pyproject.toml changes)
 venv: $(VENV)/.stamp
@@ -46,6 +53,16 @@ bench: deps
 run: venv
 	$(VENV)/bin/boshd run --config $(CONFIG)
 
+## deb: the Debian package, dist/boshd_<version>_<arch>.deb (rebuilt when a source changes)
+deb: $(DEB)
+$(DEB): $(DEB_INPUTS)
+	packaging/deb/build.sh $@
+
+## wheel: dist/boshd-<version>-py3-none-any.whl (schemas inside) for pip or pipx elsewhere
+wheel: venv
+	rm -rf build
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(DIST) .
+
 ## check: formatting, lint and strict typing
 check: venv
 	$(VENV)/bin/ruff format --check boshd tests bench demo
@@ -61,4 +78,4 @@ test: deps check
 	$(PY) -m pytest tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info $(BROWSER_DIR)/node_modules test-artifacts
+	rm -rf $(VENV) $(DIST) build .pytest_cache .mypy_cache .ruff_cache *.egg-info $(BROWSER_DIR)/node_modules test-artifacts
