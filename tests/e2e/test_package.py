@@ -1,5 +1,5 @@
-"""The install routes an operator takes (issue 16, item 1): the Debian package (`make deb`) and
-the wheel (`pip install .`, `pipx install .`).
+"""The install routes an operator or a developer takes (issue 16, items 1 and 2): the Debian
+package (`make deb`), the wheel (`pip install .`, `pipx install .`) and `make run`.
 
 The package is installed for real, by dpkg with its maintainer scripts, but into a private root:
 ``dpkg --root=DIR`` keeps its package database in DIR, and ``--force-script-chrootless`` runs
@@ -20,6 +20,7 @@ kernel's memory-deny-write-execute (PR_SET_MDWE, what MemoryDenyWriteExecute= as
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -27,8 +28,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -44,7 +47,7 @@ from tests.support.daemon import (
     metric_samples,
     to_toml,
 )
-from tests.support.prosody import PrivateProsody
+from tests.support.prosody import PrivateProsody, free_port
 from tests.support.stanzas import is_message, message
 from tests.support.wsclient import WsClient
 
@@ -526,3 +529,106 @@ def test_wheel_carries_the_schemas_and_installs_into_a_fresh_venv(tmp_path: Path
         check=True,
     ).stdout.strip()
     assert schema.stdout.strip() == f"{site}/boshd/schemas"
+
+
+# ================================================================================= make run
+
+
+def _names(requirements: list[str]) -> set[str]:
+    """Normalised distribution names of requirement strings."""
+    names = set()
+    for requirement in requirements:
+        match = re.match(r"[A-Za-z0-9._-]+", requirement)
+        assert match, requirement
+        names.add(re.sub(r"[-_.]+", "-", match.group(0)).lower())
+    return names
+
+
+@contextlib.contextmanager
+def _make_run(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start `argv` (a `make run`) in its own process group, logging to `log`; on exit send the
+    group SIGINT, as Ctrl-C in a terminal does (make waits, boshd drains), wait for it, and
+    SIGKILL whatever is left. (SIGTERM would reach boshd twice: make forwards it.)"""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=daemon_env(),
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            proc.poll()
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        if "boshd ready" in text:
+            return text
+        assert proc.poll() is None, f"make run exited {proc.returncode}:\n{text}"
+        assert time.monotonic() < deadline, f"no 'boshd ready' in {timeout} s:\n{text}"
+        time.sleep(0.05)
+
+
+def _wait_stopped(log: Path, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while "boshd stopped" not in (text := log.read_text(encoding="utf-8", errors="replace")):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+    return text
+
+
+def test_make_run_installs_runtime_only_and_restarts_offline(tmp_path: Path) -> None:
+    """Issue 16 item 2: `make run` on a new venv installs boshd with its runtime dependencies
+    and none of the test tools, serves, and a second `make run` reuses the venv without pip,
+    in a network namespace with nothing but loopback."""
+    assert shutil.which("ip"), "ip not found: apt package iproute2"
+    venv = tmp_path / "venv"
+    config = tmp_path / "boshd.toml"
+    config.write_text(to_toml(daemon_config({"localhost": free_port()})), encoding="utf-8")
+    make = ["make", "--no-print-directory", "run", f"VENV={venv}", f"CONFIG={config}"]
+
+    first_log = tmp_path / "first.log"
+    with _make_run(make, first_log) as proc:
+        first = _wait_ready(proc, first_log, timeout=600)
+    _wait_stopped(first_log)
+
+    listed = subprocess.run(
+        [str(venv / "bin/python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = _names(listed.split())
+    runtime = _names(PYPROJECT["project"]["dependencies"])
+    test_tools = _names(PYPROJECT["project"]["optional-dependencies"]["test"])
+    assert runtime <= installed
+    assert "boshd" in installed
+    assert not installed & test_tools, installed & test_tools
+    assert "pip install --quiet -e ." in first
+
+    second_log = tmp_path / "second.log"
+    offline = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    with _make_run([*offline, *make], second_log) as proc:
+        second = _wait_ready(proc, second_log, timeout=60)
+    _wait_stopped(second_log)
+    assert "pip" not in second
+    assert "venv" not in second.replace(str(venv), "")
