@@ -3,20 +3,38 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# .stamp: boshd with its test tools (`make test`); .stamp-run: boshd with its runtime
+# dependencies (`make run`), which a test install includes.
+TEST_STAMP := $(VENV)/.stamp
+RUN_STAMP := $(VENV)/.stamp-run
 CONFIG ?= conf/boshd.toml
-APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation
+DIST := dist
+# python3-venv: `make deb` builds /opt/boshd with Debian's python3; util-linux, iproute2: the
+# package test's private mount and network namespaces (unshare, setpriv, ip).
+APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation python3-venv util-linux iproute2
 BROWSER_DIR := tests/e2e/browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VERSION = $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+DEB = $(DIST)/boshd_$(VERSION)_$(shell dpkg --print-architecture 2>/dev/null).deb
+DEB_INPUTS = pyproject.toml README.md $(shell find boshd schemas conf systemd docs packaging \
+	-name __pycache__ -prune -o -type f -print)
 
-.PHONY: run test check fmt venv deps system-deps browser-deps demo bench clean
+.PHONY: run test check fmt venv deps system-deps browser-deps demo bench deb wheel clean
 
 ## venv: create .venv and install boshd with its test tools (re-run when pyproject.toml changes)
-venv: $(VENV)/.stamp
-$(VENV)/.stamp: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+venv: $(TEST_STAMP)
+$(TEST_STAMP): pyproject.toml
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
-	touch $@
+	touch $@ $(RUN_STAMP)
+
+# boshd and its runtime dependencies only. Nothing to do (and no network) while either stamp
+# is newer than pyproject.toml.
+$(RUN_STAMP): pyproject.toml
+	@if [ $(TEST_STAMP) -nt pyproject.toml ]; then touch $@; else \
+	  set -ex; [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install --quiet -e .; touch $@; fi
 
 ## system-deps: Debian packages the tests run for real (Prosody, nginx, Chromium, systemd tools); only if missing
 system-deps:
@@ -42,9 +60,19 @@ demo: venv system-deps browser-deps
 bench: deps
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-## run: start boshd in the foreground with the default config
-run: venv
+## run: start boshd in the foreground with conf/boshd.toml (installs only what boshd needs to run)
+run: $(RUN_STAMP)
 	$(VENV)/bin/boshd run --config $(CONFIG)
+
+## deb: the Debian package, dist/boshd_<version>_<arch>.deb (rebuilt when a source changes)
+deb: $(DEB)
+$(DEB): $(DEB_INPUTS)
+	packaging/deb/build.sh $@
+
+## wheel: dist/boshd-<version>-py3-none-any.whl (schemas inside) for pip or pipx elsewhere
+wheel: $(RUN_STAMP)
+	rm -rf build
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(DIST) .
 
 ## check: formatting, lint and strict typing
 check: venv
@@ -61,4 +89,4 @@ test: deps check
 	$(PY) -m pytest tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info $(BROWSER_DIR)/node_modules test-artifacts
+	rm -rf $(VENV) $(DIST) build .pytest_cache .mypy_cache .ruff_cache *.egg-info $(BROWSER_DIR)/node_modules test-artifacts

@@ -179,6 +179,7 @@ class DaemonProcess:
         *,
         env: Mapping[str, str] | None = None,
         wrapper: Sequence[str] = (),
+        command: Sequence[str] = (),
         name: str = "boshd",
     ) -> None:
         self.workdir = workdir
@@ -187,6 +188,9 @@ class DaemonProcess:
         self.log_path = workdir / f"{name}.log"
         self.env = dict(env or {})
         self.wrapper = tuple(wrapper)
+        #: The boshd command (``/usr/bin/boshd`` of an installed package); default: this
+        #: checkout's, `boshd_argv()`.
+        self.command = tuple(command) or tuple(boshd_argv())
         self.config: Mapping[str, Any] | None = None
         self.write_config(config)
         self._proc: subprocess.Popen[bytes] | None = None
@@ -243,7 +247,7 @@ class DaemonProcess:
         """Start the process (``boshd run --config FILE`` unless `args` say otherwise)."""
         if self._proc is not None:
             raise DaemonError("already started")
-        argv = [*self.wrapper, *boshd_argv(*(args or ("run", "--config", str(self.config_path))))]
+        argv = [*self.wrapper, *self.command, *(args or ("run", "--config", str(self.config_path)))]
         self._log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._proc = subprocess.Popen(
             argv,
