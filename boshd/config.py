@@ -13,6 +13,7 @@ Durations accept a number of seconds or a string with a unit (``"500ms"``, ``"30
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import ssl
@@ -211,6 +212,13 @@ class ServerConfig:
         "Close a client connection that has had no request in hand for this long.",
         _duration,
         ">0",
+    )
+    request_timeout: float = opt(
+        30.0,
+        "Each request must arrive whole (head and body, whatever its framing) within this "
+        "long of its first byte, or the connection is closed. Held answers do not count.",
+        _duration,
+        "finite>0",
     )
     fast_bosh: bool = opt(
         True,
@@ -543,6 +551,8 @@ SECTIONS: dict[str, type[Any]] = {
 
 
 def _check(rule: str, value: Any) -> str | None:
+    if rule == "finite>0" and not 0 < value < math.inf:  # rejects nan and inf too
+        return f"must be a finite number > 0, got {value!r}"
     if rule == ">0" and value <= 0:
         return f"must be > 0, got {value!r}"
     if rule == ">=0" and value < 0:

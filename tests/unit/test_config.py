@@ -136,3 +136,13 @@ def test_sids_never_start_with_a_dash() -> None:
     from boshd.runtime.registry import new_sid
 
     assert all(not new_sid().startswith("-") for _ in range(5000))
+
+
+def test_request_timeout_must_be_finite_and_positive() -> None:
+    """server.request_timeout refuses 0, negative, nan, inf and junk, naming the key (issue
+    13, finding 3: an unbounded request time is the bug itself)."""
+    for value in (0, -1, "-2s", float("nan"), float("inf"), "soon"):
+        with pytest.raises(ConfigError) as info:
+            parse_config({"server": {"request_timeout": value}})
+        assert any(p.startswith("server.request_timeout: ") for p in info.value.problems), value
+    assert parse_config({"server": {"request_timeout": "500ms"}}).server.request_timeout == 0.5
