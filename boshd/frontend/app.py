@@ -7,6 +7,7 @@ from aiohttp import web
 from boshd.config import Config
 from boshd.frontend import bosh, discovery, health, prebind, websocket
 from boshd.frontend.auth import Authenticator
+from boshd.frontend.deadline import request_deadline
 from boshd.frontend.state import APP_STATE, AppState
 from boshd.metrics import Metrics
 from boshd.runtime.registry import Registry
@@ -26,6 +27,8 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
         auth=Authenticator(config.auth),
     )
     app[APP_STATE] = state
+    # Issue 13: every request's body arrives within server.request_timeout, on every route.
+    app.middlewares.append(request_deadline(state))
     if config.server.bosh_path:
         app.router.add_post(config.server.bosh_path, bosh.handle_post)
         app.router.add_get(config.server.bosh_path, bosh.handle_get, allow_head=False)
