@@ -137,6 +137,7 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     ">=0": (lambda v: v >= 0, "must be >= 0"),
     "port": (lambda v: 0 < v <= 65535, "must be a port number 1-65535"),
     "ipv6-prefix": (lambda v: 1 <= v <= 128, "must be an IPv6 prefix length 1-128"),
+    "finite>0": (lambda v: 0 < v < math.inf, "must be a finite number > 0"),
 }
 
 
@@ -271,6 +272,13 @@ class ServerConfig:
         "Close a client connection that has had no request in hand for this long.",
         _duration,
         ">0",
+    )
+    request_timeout: float = opt(
+        30.0,
+        "Each request must arrive whole (head and body, whatever its framing) within this "
+        "long of its first byte, or the connection is closed. Held answers do not count.",
+        _duration,
+        "finite>0",
     )
     fast_bosh: bool = opt(
         True,

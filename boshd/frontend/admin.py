@@ -17,6 +17,7 @@ from aiohttp.typedefs import Handler
 
 from boshd.core.conditions import Condition
 from boshd.core.events import Shutdown
+from boshd.frontend.deadline import request_deadline
 from boshd.frontend.inert import make_inert
 from boshd.frontend.state import APP_STATE, AppState, bearer_matches
 
@@ -68,7 +69,9 @@ async def end_session(request: web.Request) -> web.Response:
 
 
 def build_admin_app(main: web.Application) -> web.Application:
-    app = web.Application(middlewares=[_auth])
+    # The body deadline (issue 13) comes first: a client must not hold a descriptor by
+    # dripping a body, whether or not it has the token.
+    app = web.Application(middlewares=[request_deadline(main[APP_STATE]), _auth])
     app[ADMIN_STATE] = main[APP_STATE]
     make_inert(app)
     app.router.add_get("/sessions", list_sessions)

@@ -7,6 +7,7 @@ from aiohttp import web
 from boshd.config import Config
 from boshd.frontend import bosh, discovery, health, prebind, websocket
 from boshd.frontend.auth import Authenticator
+from boshd.frontend.deadline import request_deadline
 from boshd.frontend.inert import make_inert
 from boshd.frontend.state import APP_STATE, AppState
 from boshd.metrics import Metrics
@@ -28,6 +29,8 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
     )
     app[APP_STATE] = state
     make_inert(app)  # issue 13: every answer of this app, whatever the route or error
+    # Issue 13: every request's body arrives within server.request_timeout, on every route.
+    app.middlewares.append(request_deadline(state))
     if config.server.bosh_path:
         app.router.add_post(config.server.bosh_path, bosh.handle_post)
         app.router.add_get(config.server.bosh_path, bosh.handle_get, allow_head=False)

@@ -16,6 +16,10 @@ body, a malformed head -- is not parsed any further: the connection, with every 
 consumed, is handed to aiohttp's protocol *before* that request is touched, so aiohttp sees
 exactly what the client sent and answers it (with its own limits and errors). A connection
 stays with aiohttp from then on. With ``server.fast_bosh = false`` aiohttp serves everything.
+
+Every request, served here or handed over, must arrive whole within ``server.request_timeout``
+of its first byte; :mod:`boshd.frontend.deadline` says how, and this module's sweep enforces it
+for both kinds of connection.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from yarl import URL
 
 from boshd.frontend import bosh
 from boshd.frontend.cors import cors_headers, preflight_answer
+from boshd.frontend.deadline import ClockedProtocol, expire
 from boshd.frontend.inert import INERT_FIELDS
 from boshd.frontend.state import APP_STATE, AppState
 
@@ -144,6 +149,7 @@ class FastServer:
             log.info("%s served by aiohttp (server.fast_bosh = false)", config.bosh_path)
         self.loop = asyncio.get_running_loop()
         self.connections: set[FastBoshProtocol] = set()
+        self.clocked: set[ClockedProtocol] = set()  # aiohttp's connections (request clock)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.closing = False
         self._drained = asyncio.Event()
@@ -151,21 +157,30 @@ class FastServer:
 
     def opened(self, connection: FastBoshProtocol) -> None:
         self.connections.add(connection)
+        self._arm()
+
+    def _arm(self) -> None:
         if self._sweeper is None:
             self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     def _sweep_interval(self) -> float:
-        return max(0.05, min(self.state.config.server.keepalive_timeout / 4, 5.0))
+        server = self.state.config.server
+        return max(0.05, min(server.keepalive_timeout / 4, server.request_timeout / 4, 5.0))
 
     def _sweep(self) -> None:
-        """Idle timeouts for every connection from one timer (a timer per connection would
-        cost memory per idle session and CPU per request)."""
+        """Idle timeouts and request deadlines (boshd.frontend.deadline) for every connection
+        from one timer (a timer per connection would cost memory per idle session and CPU per
+        request)."""
         self._sweeper = None
         now = self.loop.time()
-        timeout = self.state.config.server.keepalive_timeout
+        server = self.state.config.server
+        keepalive, request_timeout = server.keepalive_timeout, server.request_timeout
         for connection in list(self.connections):
-            connection.idle_check(now, timeout)
-        if self.connections:
+            connection.idle_check(now, keepalive, request_timeout)
+        for clocked in list(self.clocked):
+            if clocked.transport is not None and clocked.overdue(now, request_timeout):
+                expire(self.state, clocked.transport, "head", "aiohttp")
+        if self.connections or self.clocked:
             self._sweeper = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     def forget(self, connection: FastBoshProtocol) -> None:
@@ -177,11 +192,16 @@ class FastServer:
         if self.enabled:
             self.state.metrics.fast_connections.inc()
             return FastBoshProtocol(self)
-        return self.aiohttp_protocol()
+        return self.aiohttp_protocol(None)
 
-    def aiohttp_protocol(self) -> asyncio.Protocol:
+    def aiohttp_protocol(self, started: float | None) -> ClockedProtocol:
+        """aiohttp's protocol for a new or handed-over connection, behind the request clock;
+        ``started``: the first byte of the request in progress, if one is."""
         self.state.metrics.aiohttp_connections.inc()
-        return self._inner()
+        clocked = ClockedProtocol(self._inner(), self.loop, started, self.clocked.discard)
+        self.clocked.add(clocked)
+        self._arm()
+        return clocked
 
     def pre_shutdown(self) -> None:
         self.closing = True
@@ -199,6 +219,9 @@ class FastServer:
             task.cancel()
         for connection in list(self.connections):
             connection.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     async def _wait_drained(self, timeout: float | None) -> None:
         with contextlib.suppress(TimeoutError):
@@ -211,6 +234,12 @@ class FastServer:
 
 class BoshdRunner(web.AppRunner):
     """``web.AppRunner`` whose listeners start with the fast BOSH protocol."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        # aiohttp's idle timeout is server.keepalive_timeout whoever builds the runner (the
+        # daemon, the test server): idle connections close alike on both fronts.
+        kwargs.setdefault("keepalive_timeout", app[APP_STATE].config.server.keepalive_timeout)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         inner = await super()._make_server()
@@ -240,6 +269,7 @@ class FastBoshProtocol(asyncio.Protocol):
         "_scanned",
         "_secure",
         "_server",
+        "_started",
         "_transport",
         "_write_paused",
     )
@@ -257,7 +287,8 @@ class FastBoshProtocol(asyncio.Protocol):
         self._closed = False  # connection_lost
         self._paused = False  # reading paused
         self._write_paused = False  # the transport's write buffer is full
-        self._last = 0.0
+        self._last = 0.0  # the last answer written (or the connection made)
+        self._started: float | None = None  # the request being received began (deadline.py)
         self._secure = False
         self._remote: str | None = None
 
@@ -330,19 +361,29 @@ class FastBoshProtocol(asyncio.Protocol):
     def _forget(self) -> None:
         self._server.forget(self)
 
-    def idle_check(self, now: float, timeout: float) -> None:
-        """Called by FastServer's sweep. No request in hand for ``server.keepalive_timeout``:
-        close. A head that trickles in counts as idle (slowloris); a body must arrive within
-        that time of its head; a connection closing for that long (its client does not read)
-        is cut off."""
+    def idle_check(self, now: float, keepalive: float, request_timeout: float) -> None:
+        """Called by FastServer's sweep. A request being received (head or body) for
+        ``server.request_timeout`` since its first byte: abort (a total deadline, however the
+        bytes trickle in; boshd.frontend.deadline). Nothing received and no request in hand
+        for ``server.keepalive_timeout``: close. A connection closing for that long (its
+        client does not read) is cut off. A request in hand (held) is never timed here."""
         if self._closed or self._transport is None:
             return
         if self._busy:
             self._last = now
-        elif now - self._last >= timeout:
-            if self._done:  # closing for a whole timeout: the client does not read
+        elif self._done:
+            if now - self._last >= keepalive:  # closing for a whole timeout: not reading
                 self._transport.abort()
-                return
+        elif self._started is not None:
+            if now - self._started >= request_timeout:
+                self._done = True
+                expire(
+                    self._server.state,
+                    self._transport,
+                    "head" if self._head is None else "body",
+                    "fast",
+                )
+        elif now - self._last >= keepalive:
             self._close()
             self._last = now
 
@@ -373,23 +414,26 @@ class FastBoshProtocol(asyncio.Protocol):
                         self._hand_over()
                     else:
                         self._scanned = len(buffer)
+                        if buffer and self._started is None:  # a request began (deadline.py)
+                            self._started = self._server.loop.time()
                     return
                 head = self._parse_head(end) if end <= MAX_HEAD else None
                 if head is None:
                     self._hand_over()
                     return
                 self._head, self._head_end = head, end
-                self._last = self._server.loop.time()  # a request has begun
             total = self._head_end + 4 + head.length
             if len(buffer) < total:
-                return  # the body is still coming
+                if self._started is None:  # the body is still coming (deadline.py)
+                    self._started = self._server.loop.time()
+                return
             body = bytes(buffer[self._head_end + 4 : total])
             if total == len(buffer):
                 # A fresh buffer: a bytearray emptied from the front keeps its capacity.
                 self._buffer = buffer = bytearray()
             else:
                 del buffer[:total]
-            self._head, self._scanned = None, 0
+            self._head, self._scanned, self._started = None, 0, None
             self._handle(head, body)
         if self._paused and not (self._busy or self._write_paused or self._done):
             self._paused = False
@@ -584,7 +628,9 @@ class FastBoshProtocol(asyncio.Protocol):
             return
         self._done = True  # for this object: nothing more is read or written here
         self._forget()
-        protocol = self._server.aiohttp_protocol()
+        # The request keeps its clock: aiohttp must have it whole by the same deadline.
+        started = self._server.loop.time() if self._started is None else self._started
+        protocol = self._server.aiohttp_protocol(started)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self._paused:

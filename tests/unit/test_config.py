@@ -146,3 +146,13 @@ def test_ipv6_prefix_length_is_a_prefix_length(value: object) -> None:
         parse_config({"limits": {"ipv6_prefix_length": value}})
     assert parse_config({"limits": {"ipv6_prefix_length": 48}}).limits.ipv6_prefix_length == 48
     assert parse_config({}).limits.ipv6_prefix_length == 64
+
+
+def test_request_timeout_must_be_finite_and_positive() -> None:
+    """server.request_timeout refuses 0, negative, nan, inf and junk, naming the key (issue
+    13, finding 3: an unbounded request time is the bug itself)."""
+    for value in (0, -1, "-2s", float("nan"), float("inf"), "soon"):
+        with pytest.raises(ConfigError) as info:
+            parse_config({"server": {"request_timeout": value}})
+        assert any(p.startswith("server.request_timeout: ") for p in info.value.problems), value
+    assert parse_config({"server": {"request_timeout": "500ms"}}).server.request_timeout == 0.5
