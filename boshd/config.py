@@ -11,6 +11,14 @@ Durations accept a number of seconds or a string with a unit (``"500ms"``, ``"30
 :func:`_valid_number`: finite (TOML allows ``nan``, ``inf`` and ``-inf``), whole where the key
 needs it, within the key's range.
 
+Beyond single values, the loader refuses what cannot work (issue 16): file keys (parser
+:func:`_file`) naming files that are missing or unreadable, a certificate and key that do not
+load together, two listeners on one address or two endpoints on one path, and, for a whole
+file (``load_config``), a configuration under which no client can reach any server. An unknown
+key or section gets a "did you mean" from the declared names; every bad entry of a list is
+reported with its index (``server.listen[2]``). Findings that are not errors (a relative file
+path) go to ``Config.warnings``.
+
 Secrets (``auth.token_secret``, ``prebind.secret``, ``admin.token``, each inline or in a
 ``*_file``) are read once per load into :class:`Secrets`; nothing else reads those files, so a
 reload (which builds a new :class:`Config`) is the one moment a rotated secret takes effect.
@@ -18,7 +26,7 @@ reload (which builds a new :class:`Config`) is the one moment a rotated secret t
 
 from __future__ import annotations
 
-import contextlib
+import difflib
 import ipaddress
 import math
 import os
@@ -29,7 +37,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from boshd.core.limits import TrafficLimits
 from boshd.core.params import DEFAULT_ALLOWED_CONTENT, BoshLimits
@@ -42,7 +50,13 @@ T = TypeVar("T")
 
 
 class _Invalid(Exception):
-    """One bad value; the loader adds the dotted path."""
+    """Bad values; the loader adds the dotted path. Each problem is (where, message): where is
+    "" for the value itself or "[i]" for entry i of a list, so that every bad entry of a list
+    is reported, each with its index (``server.listen[2]: ...``)."""
+
+    def __init__(self, message: str = "", *, entries: list[tuple[int, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = [(f"[{i}]", text) for i, text in entries] if entries else [("", message)]
 
 
 # --------------------------------------------------------------------------- value parsers
@@ -137,7 +151,6 @@ _RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     ">=0": (lambda v: v >= 0, "must be >= 0"),
     "port": (lambda v: 0 < v <= 65535, "must be a port number 1-65535"),
     "ipv6-prefix": (lambda v: 1 <= v <= 128, "must be an IPv6 prefix length 1-128"),
-    "finite>0": (lambda v: 0 < v < math.inf, "must be a finite number > 0"),
 }
 
 
@@ -170,44 +183,90 @@ def _str(value: Any) -> str:
     return value
 
 
-def _str_list(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+def _entries(
+    value: Any,
+    check: Callable[[str], str | None],
+    identity: Callable[[str], str | None] | None = None,
+) -> tuple[str, ...]:
+    """A list of strings with every entry checked by `check` (None = fine, else what is
+    wrong); every bad entry is reported, not only the first. With `identity`, two good
+    entries of one identity (None: may repeat) are a problem too."""
+    if not isinstance(value, list):
         raise _Invalid(f"must be a list of strings, got {value!r}")
+    bad: list[tuple[int, str]] = []
+    first: dict[str, int] = {}
+    for i, item in enumerate(value):
+        problem = check(item) if isinstance(item, str) else f"must be a string, got {item!r}"
+        same = None if problem or identity is None else identity(item)
+        if same is not None and same in first:
+            problem = f"{item!r} is listed twice (first at [{first[same]}])"
+        elif same is not None:
+            first[same] = i
+        if problem:
+            bad.append((i, problem))
+    if bad:
+        raise _Invalid(entries=bad)
     return tuple(value)
 
 
-def _one_of(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value not in choices:
-            raise _Invalid(f"must be one of {', '.join(choices)}, got {value!r}")
+def _str_list(value: Any) -> tuple[str, ...]:
+    return _entries(value, lambda item: None)
+
+
+class _OneOf:
+    """Parser of a key that takes one of a few words; docs/configuration.md lists them."""
+
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+
+    def __call__(self, value: Any) -> str:
+        if value not in self.choices:
+            raise _Invalid(f"must be one of {', '.join(self.choices)}, got {value!r}")
         return str(value)
 
-    return parse
+
+#: Longest path of a Unix socket: sun_path holds 108 bytes on Linux, the last one a NUL.
+MAX_UNIX_PATH_BYTES = 107
+
+
+def _listener_problem(item: str) -> str | None:
+    if item.startswith("unix:"):
+        path = item[len("unix:") :]
+        if not path:
+            return f"unix listener needs a path, got {item!r}"
+        if not path.startswith("/"):
+            # Relative to the working directory, which is / under systemd: never intended.
+            return f"unix socket path must be absolute ('unix:/run/boshd/boshd.sock'), got {item!r}"
+        if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
+            return f"unix socket path is longer than {MAX_UNIX_PATH_BYTES} bytes, got {item!r}"
+        return None
+    host, sep, port = item.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        return f"each listener must be 'host:port' or 'unix:/path', got {item!r}"
+    return None
+
+
+def _listener_identity(item: str) -> str | None:
+    """Two listeners on one address cannot both bind (port 0: each gets a port of its own)."""
+    return None if item.endswith(":0") and not item.startswith("unix:") else item
 
 
 def _listen(value: Any) -> tuple[str, ...]:
-    items = _str_list(value)
-    for item in items:
-        if item.startswith("unix:"):
-            if len(item) == len("unix:"):
-                raise _Invalid(f"unix listener needs a path, got {item!r}")
-            continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-            raise _Invalid(f"each listener must be 'host:port' or 'unix:/path', got {item!r}")
-    return items
+    return _entries(value, _listener_problem, _listener_identity)
+
+
+def _network_problem(item: str) -> str | None:
+    if item == "unix":  # a proxy connecting over a Unix socket listener
+        return None
+    try:
+        ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        return f"must be an IP address or network, got {item!r}"
+    return None
 
 
 def _networks(value: Any) -> tuple[str, ...]:
-    items = _str_list(value)
-    for item in items:
-        if item == "unix":  # a proxy connecting over a Unix socket listener
-            continue
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise _Invalid(f"must be IP addresses or networks, got {item!r}") from None
-    return items
+    return _entries(value, _network_problem)
 
 
 def split_route(route: str) -> tuple[str, int] | None:
@@ -223,11 +282,20 @@ def split_route(route: str) -> tuple[str, int] | None:
 
 
 def _routes(value: Any) -> tuple[str, ...]:
-    items = _str_list(value)
-    for item in items:
-        if split_route(item) is None:
-            raise _Invalid(f"each route must look like 'xmpp:host:port', got {item!r}")
-    return items
+    return _entries(
+        value,
+        lambda item: (
+            None
+            if split_route(item) is not None
+            else f"each route must look like 'xmpp:host:port', got {item!r}"
+        ),
+    )
+
+
+def _file(value: Any) -> str:
+    """A file boshd reads ('' = none); after parsing, every such key is checked to name a
+    readable regular file (:func:`_check_files`)."""
+    return _str(value)
 
 
 def _path_or_empty(value: Any) -> str:
@@ -278,7 +346,7 @@ class ServerConfig:
         "Each request must arrive whole (head and body, whatever its framing) within this "
         "long of its first byte, or the connection is closed. Held answers do not count.",
         _duration,
-        "finite>0",
+        ">0",
     )
     fast_bosh: bool = opt(
         True,
@@ -296,9 +364,11 @@ class ServerConfig:
     tls_cert_file: str = opt(
         "",
         "PEM certificate chain: serve HTTPS/WSS on the TCP listeners (reloaded on SIGHUP).",
-        _str,
+        _file,
     )
-    tls_key_file: str = opt("", "PEM private key for tls_cert_file.", _str)
+    tls_key_file: str = opt(
+        "", "PEM private key for tls_cert_file (not encrypted: boshd asks no passphrase).", _file
+    )
     health_path: str = opt("/healthz", "Liveness endpoint ('' disables).", _path_or_empty)
     ready_path: str = opt(
         "/readyz", "Readiness endpoint, 503 while draining ('' disables).", _path_or_empty
@@ -310,8 +380,8 @@ class ServerConfig:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    level: str = opt("info", "Log level.", _one_of("debug", "info", "warning", "error"))
-    format: str = opt("text", "Log line format.", _one_of("text", "json"))
+    level: str = opt("info", "Log level.", _OneOf("debug", "info", "warning", "error"))
+    format: str = opt("text", "Log line format.", _OneOf("text", "json"))
     payloads: bool = opt(
         False, "Log stanza payloads at DEBUG (they include SASL credentials).", _bool
     )
@@ -359,12 +429,14 @@ class WebSocketConfig:
     )
 
 
+def _origin_problem(item: str) -> str | None:
+    if item != "*" and not re.match(r"^https?://[^/\s]+$", item):
+        return f"each origin must be 'scheme://host[:port]' or '*', got {item!r}"
+    return None
+
+
 def _origins(value: Any) -> tuple[str, ...]:
-    items = _str_list(value)
-    for item in items:
-        if item != "*" and not re.match(r"^https?://[^/\s]+$", item):
-            raise _Invalid(f"each origin must be 'scheme://host[:port]' or '*', got {item!r}")
-    return tuple(i.lower() for i in items)
+    return tuple(i.lower() for i in _entries(value, _origin_problem))
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,12 +466,12 @@ class AuthConfig:
         "off",
         "Check a credential before a session opens: 'off', 'token' (HS256 JWT signed with "
         "token_secret) or 'subrequest' (ask subrequest_url, like nginx auth_request).",
-        _one_of("off", "token", "subrequest"),
+        _OneOf("off", "token", "subrequest"),
     )
     credential: str = opt(
         "bearer",
         "Where clients put it: 'bearer' (Authorization header), 'cookie' or 'query'.",
-        _one_of("bearer", "cookie", "query"),
+        _OneOf("bearer", "cookie", "query"),
     )
     cookie_name: str = opt(
         "boshd_token", "Cookie holding the credential (credential = 'cookie').", _str
@@ -411,7 +483,7 @@ class AuthConfig:
         _str,
     )
     token_secret_file: str = opt(
-        "", "File holding the shared secret; read at start and on SIGHUP.", _str
+        "", "File holding the shared secret; read at start and on SIGHUP.", _file
     )
     token_audience: str = opt("", "If set, tokens must carry this 'aud'.", _str)
     subrequest_url: str = opt(
@@ -460,7 +532,7 @@ class PrebindConfig:
         "Shared secret (at least 16 bytes) the application server sends as a Bearer token.",
         _str,
     )
-    secret_file: str = opt("", "File holding that secret; read at start and on SIGHUP.", _str)
+    secret_file: str = opt("", "File holding that secret; read at start and on SIGHUP.", _file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,7 +541,7 @@ class AdminConfig:
         (), "Admin API listeners: loopback 'host:port' or 'unix:/path' ('' = off).", _listen
     )
     token: str = opt("", "Bearer token (at least 16 bytes) the admin API requires.", _str)
-    token_file: str = opt("", "File holding that token; read at start and on SIGHUP.", _str)
+    token_file: str = opt("", "File holding that token; read at start and on SIGHUP.", _file)
     allow_remote: bool = opt(False, "Allow admin listeners on non-loopback addresses.", _bool)
 
 
@@ -535,9 +607,11 @@ class UpstreamTarget:
     tls: str = opt(
         "starttls",
         "'starttls' (required), 'direct-tls' (XEP-0368) or 'plain' (loopback only).",
-        _one_of("starttls", "direct-tls", "plain"),
+        _OneOf("starttls", "direct-tls", "plain"),
     )
-    ca_file: str = opt("", "CA bundle to verify the server (default: system store).", _str)
+    ca_file: str = opt(
+        "", "PEM CA bundle to verify the server's certificate ('' = the system store).", _file
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,7 +631,7 @@ class UpstreamConfig:
     route_tls: str = opt(
         "starttls",
         "TLS mode for connections chosen by an allowed 'route'.",
-        _one_of("starttls", "direct-tls"),
+        _OneOf("starttls", "direct-tls"),
     )
     allow_private_addresses: bool = opt(
         False,
@@ -667,6 +741,35 @@ SECTIONS: dict[str, type[Any]] = {
 # --------------------------------------------------------------------------- loading
 
 
+def _keys_by_name() -> dict[str, list[str]]:
+    """Every key's name -> its dotted keys (a name can live in several tables), to suggest
+    the right table for a key written under the wrong one."""
+    tables: list[tuple[str, type[Any]]] = [*SECTIONS.items()]
+    tables.append(('upstream.domains."<domain>"', UpstreamTarget))
+    out: dict[str, list[str]] = {}
+    for prefix, cls in tables:
+        for f in fields(cls):
+            out.setdefault(f.name, []).append(f"{prefix}.{f.name}")
+    return out
+
+
+_KEYS_BY_NAME = _keys_by_name()
+
+
+def _did_you_mean(name: str, here: Mapping[str, str]) -> str:
+    """The hint for an unknown `name`, like ``" (did you mean server.bosh_path?)"``: the
+    closest name of its own table (`here`: name -> dotted key), else the same or a very close
+    name in another table (a key under the wrong [section]); "" if nothing is close."""
+    low = name.lower()
+    close = difflib.get_close_matches(low, list(here), n=1)
+    if close:
+        return f" (did you mean {here[close[0]]}?)"
+    close = difflib.get_close_matches(low, list(_KEYS_BY_NAME), n=1, cutoff=0.8)
+    if close:
+        return f" (did you mean {' or '.join(_KEYS_BY_NAME[close[0]])}?)"
+    return ""
+
+
 def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
     if not isinstance(raw, dict):
         problems.append(f"{path}: must be a table, got {raw!r}")
@@ -677,7 +780,8 @@ def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
         spec = known.get(key)
         dotted = f"{path}.{key}"
         if spec is None:
-            problems.append(f"{dotted}: unknown key")
+            hint = _did_you_mean(key, {name: f"{path}.{name}" for name in known})
+            problems.append(f"{dotted}: unknown key{hint}")
             continue
         if key in _NESTED:
             values[key] = _NESTED[key](value, dotted, problems)
@@ -689,7 +793,7 @@ def _build(cls: type[T], raw: Any, path: str, problems: list[str]) -> T:
             if numeric is not None:
                 parsed = _valid_number(value, parsed, spec.metadata["check"], numeric)
         except _Invalid as exc:
-            problems.append(f"{dotted}: {exc}")
+            problems.extend(f"{dotted}{where}: {text}" for where, text in exc.problems)
             continue
         values[key] = parsed
     return cls(**values)
@@ -733,6 +837,8 @@ def _cross_checks(config: Config, problems: list[str], warnings: list[str]) -> N
         )
     if not config.server.bosh_path and not config.server.websocket_path:
         problems.append("server.bosh_path: both endpoints are disabled")
+    _distinct_listeners(config, problems)
+    _distinct_paths(config, problems)
     if config.cors.allow_credentials and "*" in config.cors.allowed_origins:
         problems.append(
             "cors.allow_credentials: needs an explicit list in cors.allowed_origins, not '*' "
@@ -746,25 +852,28 @@ def _cross_checks(config: Config, problems: list[str], warnings: list[str]) -> N
             # W-SOU-02: clients refuse downgrades; never redirect to plain http:// or ws://.
             problems.append(f"{key}: must be an https:// or wss:// URL, got {uri!r}")
     d = config.discovery
-    for key, url, schemes in (
-        ("bosh_url", d.bosh_url, ("https://",)),
-        ("websocket_url", d.websocket_url, ("wss://",)),
+    for key, url, secure, insecure in (
+        ("bosh_url", d.bosh_url, "https://", "http://"),
+        ("websocket_url", d.websocket_url, "wss://", "ws://"),
     ):
-        insecure = ("http://",) if key == "bosh_url" else ("ws://",)
-        if url and not url.startswith(schemes + (insecure if d.allow_insecure else ())):
-            # D-02, A-26: only TLS URLs may be published (unless explicitly developing).
-            problems.append(f"discovery.{key}: must start with {schemes[0]}, got {url!r}")
+        if not url or url.startswith(secure) or (d.allow_insecure and url.startswith(insecure)):
+            continue
+        # D-02, A-26: only TLS URLs may be published (unless explicitly developing).
+        problem = f"discovery.{key}: must start with {secure}, got {url!r}"
+        if url.startswith(insecure):
+            problem += f"; {insecure} is for development only, with discovery.allow_insecure = true"
+        problems.append(problem)
     p = config.prebind
     if p.path and not (p.secret or p.secret_file):
         problems.append("prebind.secret: the prebind endpoint needs secret or secret_file")
     a = config.admin
     if a.listen and not (a.token or a.token_file):
         problems.append("admin.token: the admin API needs token or token_file")
-    for item in a.listen:
+    for i, item in enumerate(a.listen):
         host = item.rpartition(":")[0].strip("[]")
         if not item.startswith("unix:") and not a.allow_remote and not _is_loopback(host):
             problems.append(
-                f"admin.listen: {item!r} is not loopback; set admin.allow_remote to allow it"
+                f"admin.listen[{i}]: {item!r} is not loopback; set admin.allow_remote to allow it"
             )
     auth = config.auth
     if auth.mode == "token" and not (auth.token_secret or auth.token_secret_file):
@@ -778,26 +887,199 @@ def _cross_checks(config: Config, problems: list[str], warnings: list[str]) -> N
         problems.append("auth.require_jid_match: needs auth.mode 'token' or 'subrequest'")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         problems.append("server.tls_key_file: tls_cert_file and tls_key_file go together")
-    missing = False
-    for key in ("tls_cert_file", "tls_key_file"):
-        path = getattr(config.server, key)
-        if path and not os.path.isfile(path):
-            problems.append(f"server.{key}: no such file {path!r}")
-            missing = True
-    key_file = config.server.tls_key_file
-    if key_file and not missing:
-        with contextlib.suppress(OSError):
+    readable = _check_files(config, problems, warnings)
+    _check_tls_pair(config.server, readable, problems)
+    _check_ca_files(config.upstream, readable, problems, warnings)
+
+
+def _distinct_listeners(config: Config, problems: list[str]) -> None:
+    """An admin listener on an address of the main ones: one cannot bind, and boshd would stop
+    at start (repeats within one list are found by its parser)."""
+    if any(p.startswith(("server.listen", "admin.listen")) for p in problems):
+        return  # a list that did not parse holds its default: no clash to report
+    main: dict[str, str] = {}
+    for i, item in enumerate(config.server.listen):
+        same = _listener_identity(item)
+        if same is not None:
+            main.setdefault(same, f"server.listen[{i}]")
+    for i, item in enumerate(config.admin.listen):
+        same = _listener_identity(item)
+        if same is not None and same in main:
+            problems.append(f"admin.listen[{i}]: {item!r} is also {main[same]}")
+
+
+#: Paths the application always serves (XEP-0156 discovery).
+_FIXED_PATHS = {
+    "/.well-known/host-meta": "XEP-0156 host-meta",
+    "/.well-known/host-meta.json": "XEP-0156 host-meta",
+}
+
+
+def _distinct_paths(config: Config, problems: list[str]) -> None:
+    """Each endpoint on a path of its own: a second handler for a path and method is refused
+    at start (a traceback) or never reached."""
+    taken = dict(_FIXED_PATHS)
+    s = config.server
+    for key, path in (
+        ("server.bosh_path", s.bosh_path),
+        ("server.websocket_path", s.websocket_path),
+        ("server.health_path", s.health_path),
+        ("server.ready_path", s.ready_path),
+        ("server.metrics_path", s.metrics_path),
+        ("prebind.path", config.prebind.path),
+    ):
+        if not path:
+            continue
+        if path in taken:
+            problems.append(f"{key}: {path!r} is also {taken[path]}; each needs its own path")
+        else:
+            taken[path] = key
+
+
+def _serves_somebody(config: Config, problems: list[str]) -> None:
+    """A daemon's whole configuration must let some client reach some server (issue 16)."""
+    if not config.upstream.domains and not config.upstream.allow_any_domain:
+        # Router.check: a domain not listed is refused unless allow_any_domain, routes too.
+        problems.append(
+            "upstream.domains: no domain is listed and upstream.allow_any_domain is false, so "
+            'every session would be refused; add an [upstream.domains."example.org"] table'
+        )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _file_keys(config: Config) -> list[tuple[str, str]]:
+    """(dotted key, path) of every file key that is set, found from the declarations (parser
+    `_file`), so a file key added later is checked without a change here."""
+    out = []
+    for section, cls in SECTIONS.items():
+        part = getattr(config, section)
+        out += [
+            (f"{section}.{f.name}", getattr(part, f.name))
+            for f in fields(cls)
+            if f.metadata["parse"] is _file
+        ]
+    for domain, target in config.upstream.domains.items():
+        out += [
+            (f'upstream.domains."{domain}".{f.name}', getattr(target, f.name))
+            for f in fields(UpstreamTarget)
+            if f.metadata["parse"] is _file
+        ]
+    return [(key, path) for key, path in out if path]
+
+
+def _open_regular(key: str, path: str, problems: list[str]) -> tuple[int, os.stat_result] | None:
+    """A descriptor open for reading on the regular file `path` and its status, or None with
+    the problem noted, naming the key and the file (at run time the error would say only
+    "No such file or directory", and only once a client needs the file)."""
+    try:
+        # O_NONBLOCK: a FIFO named by mistake must not hang the loader; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        problems.append(f"{key}: no such file {path!r}")
+        return None
+    except OSError as exc:
+        problems.append(f"{key}: cannot read {path!r}: {exc.strerror}")
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        problems.append(f"{key}: cannot read {path!r}: {exc.strerror}")
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        problems.append(f"{key}: {path!r} is not a regular file")
+        return None
+    return fd, st
+
+
+def _check_files(config: Config, problems: list[str], warnings: list[str]) -> set[str]:
+    """Every file key names a regular file this process can read; returns the keys that do.
+    Secret files are read (and so checked) by _read_secrets."""
+    secret_keys = {f"{section}.{key}_file" for section, key, _, _ in _SECRET_KEYS}
+    readable = set()
+    for key, path in _file_keys(config):
+        if not os.path.isabs(path):
+            warnings.append(
+                f"{key}: {path!r} is relative to the directory boshd starts in (/ under "
+                "systemd); use an absolute path"
+            )
+        if key in secret_keys:
+            continue
+        opened = _open_regular(key, path, problems)
+        if opened is None:
+            continue
+        fd, st = opened
+        os.close(fd)
+        readable.add(key)
+        if key == "server.tls_key_file":
             # Debian's ssl-cert group convention (0640) is fine; readable by anyone is not.
-            _warn_if_readable(
-                "server.tls_key_file", key_file, os.stat(key_file).st_mode, 0o007, warnings
+            _warn_if_readable(key, path, st.st_mode, 0o007, warnings)
+    return readable
+
+
+class _Encrypted(Exception):
+    """The private key asks for a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    # Without a callback OpenSSL would prompt on the terminal; boshd has nobody to ask.
+    raise _Encrypted
+
+
+def _check_tls_pair(server: ServerConfig, readable: set[str], problems: list[str]) -> None:
+    """The certificate and key load together, as the daemon will load them; when they do not,
+    say which file is at fault."""
+    cert, key = server.tls_cert_file, server.tls_key_file
+    if not {"server.tls_cert_file", "server.tls_key_file"} <= readable:
+        return
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_verify_locations(cafile=cert)
+    except (ssl.SSLError, OSError) as exc:
+        problems.append(f"server.tls_cert_file: no PEM certificate in {cert!r}{_reason(exc)}")
+        return
+    try:
+        context.load_cert_chain(cert, key, password=_no_passphrase)
+    except _Encrypted:
+        problems.append(
+            f"server.tls_key_file: {key!r} is encrypted; boshd needs the key without a passphrase"
+        )
+    except (ssl.SSLError, OSError) as exc:
+        if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+            problems.append(
+                f"server.tls_key_file: the key in {key!r} does not match the certificate in "
+                f"server.tls_cert_file ({cert!r})"
             )
-    if config.server.tls_cert_file and config.server.tls_key_file and not missing:
-        try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                config.server.tls_cert_file, config.server.tls_key_file
+        else:
+            problems.append(
+                f"server.tls_key_file: no usable PEM private key in {key!r}{_reason(exc)}"
             )
-        except (ssl.SSLError, OSError) as exc:
-            problems.append(f"server.tls_cert_file: cannot load the certificate and key: {exc}")
+
+
+def _check_ca_files(
+    upstream: UpstreamConfig, readable: set[str], problems: list[str], warnings: list[str]
+) -> None:
+    """Each domain's ca_file is a CA bundle, loaded as each upstream connection loads it."""
+    for domain, target in upstream.domains.items():
+        key = f'upstream.domains."{domain}".ca_file'
+        if target.ca_file and target.tls == "plain":
+            warnings.append(f"{key}: not used, as tls = 'plain' verifies no certificate")
+        if key in readable:
+            try:
+                ssl.create_default_context(cafile=target.ca_file)
+            except (ssl.SSLError, OSError) as exc:
+                problems.append(f"{key}: no PEM CA certificate in {target.ca_file!r}{_reason(exc)}")
+
+
+def _reason(exc: OSError) -> str:
+    """OpenSSL's short reason (``" (NO_START_LINE)"``) or the system's message; "" if none."""
+    reason = getattr(exc, "reason", None) or (
+        None if isinstance(exc, ssl.SSLError) else exc.strerror
+    )
+    return f" ({reason})" if reason else ""
 
 
 def _is_loopback(host: str) -> bool:
@@ -843,20 +1125,11 @@ def _warn_if_readable(
 
 def _read_secret_file(key: str, path: str, problems: list[str], warnings: list[str]) -> str | None:
     """The secret in `path` with one trailing newline dropped, or None (problem noted)."""
-    try:
-        # O_NONBLOCK: a FIFO named by mistake must not hang the loader; it is refused below.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        problems.append(f"{key}: no such file {path!r}")
+    opened = _open_regular(key, path, problems)
+    if opened is None:
         return None
-    except OSError as exc:
-        problems.append(f"{key}: cannot read {path!r}: {exc.strerror}")
-        return None
+    fd, st = opened
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            problems.append(f"{key}: {path!r} is not a regular file")
-            return None
         data = b""
         while len(data) <= MAX_SECRET_FILE_BYTES:
             chunk = os.read(fd, MAX_SECRET_FILE_BYTES + 1 - len(data))
@@ -910,20 +1183,28 @@ def _read_secrets(config: Config, problems: list[str], warnings: list[str]) -> S
 # --------------------------------------------------------------------------- entry points
 
 
-def parse_config(raw: Mapping[str, Any], source: str = "") -> Config:
+def parse_config(raw: Mapping[str, Any], source: str = "", *, complete: bool = False) -> Config:
     """Build a Config from already-decoded TOML, secrets read from their files; raises
-    ConfigError listing every problem."""
+    ConfigError listing every problem.
+
+    `complete`: `raw` is a daemon's whole configuration (what load_config reads), not a
+    fragment a test or tool builds around defaults; then a configuration under which no
+    client can ever be served (no upstream domain at all) is refused as well."""
     problems: list[str] = []
     warnings: list[str] = []
     sections: dict[str, Any] = {}
     for name, value in raw.items():
         cls = SECTIONS.get(name)
         if cls is None:
-            problems.append(f"{name}: unknown section")
+            hint = _did_you_mean(name, {section: section for section in SECTIONS})
+            kind = "unknown section" if isinstance(value, dict) else "a key outside any [section]"
+            problems.append(f"{name}: {kind}{hint}")
             continue
         sections[name] = _build(cls, value, name, problems)
     config = Config(**sections, source=source)
     _cross_checks(config, problems, warnings)
+    if complete:
+        _serves_somebody(config, problems)
     secrets = _read_secrets(config, problems, warnings)
     if problems:
         raise ConfigError(problems)
@@ -941,7 +1222,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: {exc.strerror}"]) from None
-    config = parse_config(raw, source=str(path))
+    config = parse_config(raw, source=str(path), complete=True)
     warnings = list(config.warnings)
     for section, key, _name, _ in _SECRET_KEYS:
         if getattr(getattr(config, section), key):  # an inline secret in a readable file
@@ -969,24 +1250,63 @@ def config_path(cli_value: str | None) -> Path:
     return Path(env) if env else DEFAULT_PATH
 
 
-def describe_keys() -> list[tuple[str, str, str]]:
-    """(dotted key, default, meaning) for every key; docs/configuration.md is checked against it."""
+class KeyDoc(NamedTuple):
+    """One key as docs/configuration.md shows it."""
+
+    key: str  # dotted
+    default: str  # as written in TOML
+    meaning: str
+    accepts: str  # the values allowed
+
+
+def describe_keys() -> list[KeyDoc]:
+    """Every key; docs/configuration.md is checked against it."""
+    tables: list[tuple[str, type[Any]]] = [*SECTIONS.items()]
+    tables.append(('upstream.domains."<domain>"', UpstreamTarget))
     out = []
-    for section, cls in SECTIONS.items():
+    for prefix, cls in tables:
         for f in fields(cls):
             if f.name in _NESTED:
                 continue  # documented by its own table
-            default = _render(f.default, f.metadata["parse"])
-            out.append((f"{section}.{f.name}", default, f.metadata["doc"]))
-    for f in fields(UpstreamTarget):
-        out.append(
-            (
-                f'upstream.domains."<domain>".{f.name}',
-                _render(f.default, f.metadata["parse"]),
-                f.metadata["doc"],
+            parse, check = f.metadata["parse"], f.metadata["check"]
+            default = _render(f.default, parse)
+            out.append(
+                KeyDoc(f"{prefix}.{f.name}", default, f.metadata["doc"], _accepts(parse, check))
             )
-        )
     return out
+
+
+#: What each parser accepts, as docs/configuration.md says it (numeric ones add their range);
+#: a parser missing here fails the docs test, so a new one gets a description.
+_ACCEPTS: dict[Callable[[Any], Any], str] = {
+    _duration: "duration",
+    _whole_seconds: "whole seconds",
+    _size: "size",
+    _int: "integer",
+    _number: "number",
+    _bool: "`true`, `false`",
+    _str: "string",
+    _file: 'path of a readable file, or `""`',
+    _path_or_empty: 'URL path starting with `/`, or `""`',
+    _listen: "list of `host:port`, `unix:/absolute/path`",
+    _networks: "list of IP addresses or networks, `unix`",
+    _routes: "list of `xmpp:host:port`",
+    _origins: "list of `scheme://host[:port]`, `*`",
+    _str_list: "list of strings",
+}
+_RANGE_TEXT = {">0": "> 0", ">=0": ">= 0", "port": "1-65535", "ipv6-prefix": "1-128"}
+
+
+def _accepts(parse: Callable[[Any], Any], check: str) -> str:
+    if isinstance(parse, _OneOf):
+        return ", ".join(f"`{choice}`" for choice in parse.choices)
+    text = _ACCEPTS[parse]
+    numeric = _NUMERIC.get(parse)
+    if numeric is not None:
+        text += f" {_RANGE_TEXT[check]}"
+        if numeric.high is not None:
+            text += ", at most a year"
+    return text
 
 
 def _render(value: Any, parse: Any = None) -> str:

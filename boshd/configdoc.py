@@ -12,6 +12,20 @@ boshd reads one TOML file: `--config FILE`, else `$BOSHD_CONFIG`, else `/etc/bos
 `conf/boshd.toml` is a complete example with every default. Unknown sections and keys are
 errors, and every problem is reported at once with its dotted path and the value received, for
 example `bosh.max_wait: must be > 0, got -5`; `boshd check-config` exits 78 on a bad file.
+A misspelt key or section gets a suggestion (`server.bosh_pth: unknown key (did you mean
+server.bosh_path?)`), also for a key under the wrong section, and in a list every bad entry is
+reported with its index (`server.listen[2]: ...`).
+
+Besides bad values, `boshd check-config` (which the systemd unit runs before each start) and
+`boshd run` refuse what cannot work: no `[upstream.domains]` table while
+`upstream.allow_any_domain` is false (every session would be refused); a file key
+(`server.tls_cert_file`, `server.tls_key_file`, `upstream.domains."<domain>".ca_file`, the
+secret files) naming a file that is missing, not a regular file, or that the user running the
+check cannot read; a certificate whose key does not match it, an encrypted key, a CA file
+without a PEM certificate; two listeners on one address, a `unix:` listener whose path is not
+absolute or too long for a socket; two endpoints on one path; a `discovery.*` URL without TLS
+unless `discovery.allow_insecure` is set. A relative file path, or a `ca_file` for a domain
+whose `tls` is `"plain"`, loads with a warning.
 
 Durations are a number of seconds or a string with a unit: `"500ms"`, `"30s"`, `"5m"`, `"1h"`
 (BOSH timers must be whole seconds, as the protocol carries them), at most one year. Sizes are
@@ -85,9 +99,11 @@ def render() -> str:
     keys = describe_keys()
     for section in [*SECTIONS, "upstream.domains"]:
         prefix = section + "."
-        rows = [k for k in keys if k[0].startswith(prefix) and k[0].count(".") == prefix.count(".")]
+        rows = [
+            k for k in keys if k.key.startswith(prefix) and k.key.count(".") == prefix.count(".")
+        ]
         if section == "upstream.domains":
-            rows = [k for k in keys if k[0].startswith('upstream.domains."')]
+            rows = [k for k in keys if k.key.startswith('upstream.domains."')]
             lines.append('\n## `[upstream.domains."<domain>"]`\n')
             lines.append(
                 "One table per XMPP domain clients may name in `to`. A domain that is not "
@@ -96,10 +112,10 @@ def render() -> str:
         else:
             lines.append(f"\n## `[{section}]`\n")
             lines.append(SECTION_TEXT[section] + "\n")
-        lines.append("| key | default | meaning |")
-        lines.append("| --- | --- | --- |")
-        for key, default, doc in rows:
-            lines.append(f"| `{key}` | `{default}` | {doc} |")
+        lines.append("| key | default | allowed values | meaning |")
+        lines.append("| --- | --- | --- | --- |")
+        for row in rows:
+            lines.append(f"| `{row.key}` | `{row.default}` | {row.accepts} | {row.meaning} |")
     return "\n".join(lines) + "\n"
 
 

@@ -119,7 +119,7 @@ def test_check_config_lists_every_problem_and_exits_78(tmp_path: Path) -> None:
     assert result.stdout == ""
     err = result.stderr
     for expected in (
-        "server.listen: each listener must be 'host:port' or 'unix:/path', got 'nowhere'",
+        "server.listen[0]: each listener must be 'host:port' or 'unix:/path', got 'nowhere'",
         "server.bogus: unknown key",
         "bosh.max_wait: must be > 0, got -5",
         "frob: unknown section",
@@ -128,6 +128,79 @@ def test_check_config_lists_every_problem_and_exits_78(tmp_path: Path) -> None:
     ):
         assert expected in err, err
     assert "6 problems" in err
+
+
+def test_check_config_reports_what_cannot_work_all_at_once(tmp_path: Path) -> None:
+    """A file whose values each parse but cannot work (a relative unix listener, an address
+    listed twice, a misspelt key and section, a key that is not the certificate's, a missing
+    ca_file, a ws:// discovery URL): check-config exits 78 listing all seven, each with its
+    dotted key, and no traceback; `run` refuses it the same way (issue 16)."""
+    cert, _ = make_cert(tmp_path / "certs", "one")
+    _, other_key = make_cert(tmp_path / "certs", "other")
+    missing_ca = tmp_path / "no-such-ca.pem"
+    port = free_port()
+    path = tmp_path / "boshd.toml"
+    path.write_text(
+        "[server]\n"
+        f'listen = ["127.0.0.1:{port}", "unix:boshd.sock", "127.0.0.1:{port}"]\n'
+        'bosh_pth = "/bosh"\n'
+        f'tls_cert_file = "{cert}"\n'
+        f'tls_key_file = "{other_key}"\n'
+        "[discovery]\n"
+        'websocket_url = "ws://chat.example.com/xmpp-websocket"\n'
+        "[upstrem]\n"
+        'connect_timeout = "5s"\n'
+        f'[upstream.domains."{FAKE_DOMAIN}"]\n'
+        'host = "xmpp.example.com"\n'
+        f'ca_file = "{missing_ca}"\n',
+        encoding="utf-8",
+    )
+    expected = [
+        "server.listen[1]: unix socket path must be absolute ('unix:/run/boshd/boshd.sock'), "
+        "got 'unix:boshd.sock'",
+        f"server.listen[2]: '127.0.0.1:{port}' is listed twice (first at [0])",
+        "server.bosh_pth: unknown key (did you mean server.bosh_path?)",
+        "upstrem: unknown section (did you mean upstream?)",
+        "discovery.websocket_url: must start with wss://, got "
+        "'ws://chat.example.com/xmpp-websocket'; ws:// is for development only, with "
+        "discovery.allow_insecure = true",
+        f"server.tls_key_file: the key in {str(other_key)!r} does not match the certificate in "
+        f"server.tls_cert_file ({str(cert)!r})",
+        f'upstream.domains."{FAKE_DOMAIN}".ca_file: no such file {str(missing_ca)!r}',
+    ]
+    for command in ("check-config", "run"):
+        result = run_cli(command, "--config", str(path))
+        assert result.returncode == 78, result
+        assert result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert lines[0] == "boshd: invalid configuration (7 problems):", result.stderr
+        assert sorted(lines[1:]) == sorted(f"  {p}" for p in expected), result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_config_without_domains_is_refused_as_serving_nobody(tmp_path: Path) -> None:
+    """No [upstream.domains] and allow_any_domain = false: every session would be refused
+    (host-unknown), so check-config and run exit 78 naming upstream.domains; with
+    allow_any_domain = true the same file is OK (issue 16)."""
+    port = free_port()
+    path = tmp_path / "boshd.toml"
+    config = daemon_config(port=port)
+    path.write_text(to_toml(config), encoding="utf-8")
+    expected = (
+        "  upstream.domains: no domain is listed and upstream.allow_any_domain is false, so "
+        'every session would be refused; add an [upstream.domains."example.org"] table\n'
+    )
+    checked = run_cli("check-config", "--config", str(path))
+    assert (checked.returncode, checked.stdout) == (78, ""), checked
+    assert checked.stderr == "boshd: invalid configuration (1 problem):\n" + expected
+    ran = run_cli("run", "--config", str(path))
+    assert ran.returncode == 78, ran
+    assert expected in ran.stderr
+    assert "boshd ready" not in ran.stderr
+    config["upstream"]["allow_any_domain"] = True
+    path.write_text(to_toml(config), encoding="utf-8")
+    allowed = run_cli("check-config", "--config", str(path))
+    assert (allowed.returncode, allowed.stdout.strip()) == (0, f"{path}: OK"), allowed
 
 
 @pytest.mark.parametrize(
@@ -184,7 +257,9 @@ async def test_run_port_in_use_exits_1(daemon_factory: DaemonFactory) -> None:
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        daemon = await daemon_factory(daemon_config(port=port), wait_ready=False)
+        daemon = await daemon_factory(
+            daemon_config({FAKE_DOMAIN: 5222}, port=port), wait_ready=False
+        )
         assert await daemon.wait_exit(15) == 1
     log = daemon.log_text()
     assert "cannot start" in log
@@ -286,7 +361,7 @@ async def test_watchdog_only_for_the_pid_systemd_named(
     notify = NotifyListener(f"@boshd-test-{os.getpid()}-{tmp_path.name}")
     try:
         await daemon_factory(
-            daemon_config(),
+            daemon_config({FAKE_DOMAIN: 5222}),
             env={
                 "NOTIFY_SOCKET": notify.address,
                 "WATCHDOG_USEC": "100000",
@@ -616,7 +691,7 @@ async def test_reload_that_toggles_tls_says_restart_needed(
     server.listen change, the reload must log (WARNING) that it takes effect after a restart,
     not report a plain "configuration reloaded" while still serving plain HTTP."""
     cert, key = make_cert(tmp_path / "certs", "later")
-    config = daemon_config()
+    config = daemon_config({FAKE_DOMAIN: 5222})
     daemon = await daemon_factory(config)
     changed = deepcopy(config)
     changed["server"].update({"tls_cert_file": str(cert), "tls_key_file": str(key)})

@@ -112,7 +112,8 @@ def daemon_config(
 ) -> dict[str, Any]:
     """A config for a subprocess daemon: ``127.0.0.1:<free port>``, short drain and timers.
 
-    `upstreams` maps an XMPP domain to a plain-TCP server port on 127.0.0.1; `sections`
+    `upstreams` maps an XMPP domain to a plain-TCP server port on 127.0.0.1 (a daemon needs
+    one, or upstream.allow_any_domain, else its file is refused as serving nobody); `sections`
     override or extend the defaults key by key (``bosh={"max_wait": 4}``).
     """
     raw: dict[str, Any] = {

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import re
 import tomllib
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from boshd.config import Config, config_path, describe_keys, load_config, parse_config
+from boshd.config import (
+    SECTIONS,
+    Config,
+    UpstreamTarget,
+    config_path,
+    describe_keys,
+    load_config,
+    parse_config,
+)
 from boshd.configdoc import render
 from boshd.errors import ConfigError
 
@@ -26,18 +36,46 @@ def test_example_config_is_valid_and_lists_defaults() -> None:
 
 
 def test_every_key_is_in_the_example_and_the_docs() -> None:
-    """Each declared key appears in conf/boshd.toml and docs/configuration.md; the docs are
-    exactly what boshd.configdoc renders."""
+    """Each declared key appears in conf/boshd.toml (domain keys in its domain table, issue 16:
+    ca_file was missing) and docs/configuration.md; the docs are exactly what boshd.configdoc
+    renders."""
     raw = tomllib.loads((ROOT / "conf" / "boshd.toml").read_text())
     docs = (ROOT / "docs" / "configuration.md").read_text()
     assert docs == render(), "regenerate: python -m boshd.configdoc > docs/configuration.md"
-    for key, _default, meaning in describe_keys():
-        assert meaning, f"{key} has no description"
-        assert f"`{key}`" in docs
-        if key.startswith("upstream.domains"):
+    (example_domain,) = raw["upstream"]["domains"].values()
+    for row in describe_keys():
+        assert row.meaning, f"{row.key} has no description"
+        assert f"`{row.key}`" in docs
+        if row.key.startswith("upstream.domains"):
+            name = row.key.rpartition(".")[2]
+            assert name in example_domain, f"{row.key} missing from conf/boshd.toml"
             continue
-        section, name = key.split(".", 1)
-        assert name in raw[section], f"{key} missing from conf/boshd.toml"
+        section, name = row.key.split(".", 1)
+        assert name in raw[section], f"{row.key} missing from conf/boshd.toml"
+
+
+def test_docs_list_the_allowed_values_of_every_key() -> None:
+    """Every key's row in docs/configuration.md says what it accepts; a key that takes one of
+    a few words (log.level, log.format, auth.mode, tls...) lists each of them (issue 16)."""
+    docs = (ROOT / "docs" / "configuration.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in docs.splitlines() if "| `" in line}
+    tables: list[tuple[str, type[Any]]] = [*SECTIONS.items()]
+    tables.append(('upstream.domains."<domain>"', UpstreamTarget))
+    enums = 0
+    for prefix, cls in tables:
+        for f in fields(cls):
+            if f.name == "domains":
+                continue
+            key = f"{prefix}.{f.name}"
+            allowed = rows[key].split("|")[3].strip()
+            assert allowed, key
+            choices = getattr(f.metadata["parse"], "choices", None)
+            if choices:
+                enums += 1
+                assert allowed == ", ".join(f"`{c}`" for c in choices), key
+    assert enums >= 6
+    assert '| `log.level` | `"info"` | `debug`, `info`, `warning`, `error` |' in docs
+    assert '| `log.format` | `"text"` | `text`, `json` |' in docs
 
 
 def test_all_problems_reported_at_once_with_dotted_paths() -> None:

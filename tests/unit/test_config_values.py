@@ -347,7 +347,10 @@ def test_inline_secret_in_a_readable_config_file_is_warned_about(tmp_path: Path)
     """An inline secret in a config file other users can read gets the same warning, with
     the advice to use the *_file key (issue 13, finding 8)."""
     path = tmp_path / "boshd.toml"
-    path.write_text(f'[admin]\ntoken = "{"k" * 20}"\n', encoding="utf-8")
+    path.write_text(
+        f'[admin]\ntoken = "{"k" * 20}"\n[upstream.domains."{DOMAIN}"]\nhost = "xmpp.{DOMAIN}"\n',
+        encoding="utf-8",
+    )
     os.chmod(path, 0o644)
     assert load_config(path).warnings == (
         f"admin.token: {str(path)!r} can be read by other users (mode 0644); chmod 600 it, "
