@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import urllib.parse
 from typing import Any
@@ -39,7 +40,7 @@ PAGE = (
 )
 _VERSION = re.compile(r"[0-9]+\.[0-9]+")
 FUZZ = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("BOSHD_FUZZ_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
