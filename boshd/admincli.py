@@ -58,7 +58,7 @@ async def _call(
 
 
 def _table(sessions: list[dict[str, Any]]) -> str:
-    columns = ("sid", "transport", "jid", "client_ip", "age", "idle", "held_requests")
+    columns = ("sid", "transport", "domain", "jid", "client_ip", "age", "idle", "held_requests")
     rows = [[str(s.get(c) if s.get(c) is not None else "-") for c in columns] for s in sessions]
     widths = [
         max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)

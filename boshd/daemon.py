@@ -41,6 +41,7 @@ from boshd.frontend.admin import build_admin_app
 from boshd.frontend.app import build_app
 from boshd.frontend.auth import Authenticator
 from boshd.frontend.fasthttp import BoshdRunner
+from boshd.frontend.inert import InertRunner
 from boshd.frontend.state import APP_STATE
 from boshd.sdnotify import Notifier, listen_fds, watchdog_interval
 
@@ -130,7 +131,7 @@ class Daemon:
         self.admin_runner: web.AppRunner | None = None
         if config.admin.listen:
             admin = build_admin_app(self.app)
-            self.admin_runner = web.AppRunner(admin, handle_signals=False, access_log=None)
+            self.admin_runner = InertRunner(admin, handle_signals=False, access_log=None)
 
     def status_line(self) -> str:
         sessions = len(self.state.registry)

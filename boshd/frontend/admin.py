@@ -1,8 +1,8 @@
 """The admin API, served on its own listeners (``[admin] listen``; loopback or a Unix socket by
 default) and authenticated by a bearer token compared in constant time.
 
-* ``GET /sessions``: every live session (sid, transport, JID once bound, client IP, upstream,
-  age, idle time, held requests, bytes and stanzas each way).
+* ``GET /sessions``: every live session (sid, transport, XMPP domain, JID once bound, client IP,
+  upstream, age, idle time, held requests, bytes and stanzas each way).
 * ``GET /sessions/{sid}``: one session.
 * ``DELETE /sessions/{sid}?condition=policy-violation|system-shutdown``: end it; the client
   gets that condition (BOSH terminate body, or WebSocket stream error and close).

@@ -33,7 +33,7 @@ def build_app(config: Config, *, metrics: Metrics | None = None) -> web.Applicat
     app.middlewares.append(request_deadline(state))
     if config.server.bosh_path:
         app.router.add_post(config.server.bosh_path, bosh.handle_post)
-        app.router.add_get(config.server.bosh_path, bosh.handle_get, allow_head=False)
+        app.router.add_get(config.server.bosh_path, bosh.handle_get)  # and HEAD
         app.router.add_route("OPTIONS", config.server.bosh_path, bosh.handle_options)
     if config.server.websocket_path:
         app.router.add_get(config.server.websocket_path, websocket.handle_ws)

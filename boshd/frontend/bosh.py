@@ -345,9 +345,20 @@ async def _kill_with(
     return _answer(state, actor, body, status, cors)
 
 
+GET_PAGE = (
+    b"It works! This is a BOSH endpoint: XMPP over HTTP (XEP-0124, XEP-0206).\n"
+    b"Point your XMPP client's BOSH URL here. Clients talk to it with POST requests;\n"
+    b"a browser that opens this URL only gets this page.\n"
+)
+"""What ``GET`` and ``HEAD`` on the BOSH path answer, like Prosody's "It works!" page (issue
+16, item 7): an operator who opens the URL in a browser sees that it is served. The same
+bytes for every request; nothing of the request is echoed."""
+
+
 async def handle_get(request: web.Request) -> web.StreamResponse:
-    """B-HTTP-04: sessions are never created or driven by GET (XEP-0252 is not implemented)."""
+    """B-HTTP-04: sessions are never created or driven by GET (XEP-0252 is not implemented):
+    whatever the query says, GET and HEAD get :data:`GET_PAGE`, in ``text/plain`` (nothing to
+    render; with the inert headers, boshd.frontend.inert). CORS headers as on every answer
+    of this path (G-CORS-02)."""
     cors = cors_headers(request.app[APP_STATE].config.cors, request.headers.get("Origin"))
-    raise web.HTTPMethodNotAllowed(
-        "GET", ["POST", "OPTIONS"], text="BOSH requires POST\n", headers=cors
-    )
+    return to_response(HttpAnswer(200, GET_PAGE, "text/plain; charset=utf-8", cors))

@@ -43,7 +43,7 @@ from yarl import URL
 from boshd.frontend import bosh
 from boshd.frontend.cors import cors_headers, preflight_answer
 from boshd.frontend.deadline import ClockedProtocol, expire
-from boshd.frontend.inert import INERT_FIELDS
+from boshd.frontend.inert import INERT_FIELDS, SERVER_FIELD, inert_errors
 from boshd.frontend.state import APP_STATE, AppState
 
 log = logging.getLogger("boshd.http")
@@ -198,7 +198,11 @@ class FastServer:
         """aiohttp's protocol for a new or handed-over connection, behind the request clock;
         ``started``: the first byte of the request in progress, if one is."""
         self.state.metrics.aiohttp_connections.inc()
-        clocked = ClockedProtocol(self._inner(), self.loop, started, self.clocked.discard)
+        # aiohttp's own answers to what it cannot parse are finished like the app's (inert,
+        # ``Server: boshd``), see boshd.frontend.inert.InertErrors.
+        clocked = ClockedProtocol(
+            inert_errors(self._inner()), self.loop, started, self.clocked.discard
+        )
         self.clocked.add(clocked)
         self._arm()
         return clocked
@@ -650,13 +654,14 @@ def _could_be_ours(buffer: bytearray) -> bool:
 @functools.lru_cache(maxsize=64)
 def _answer_fields(content_type: str) -> bytes:
     """The fields every answer of this type carries (bosh.HttpAnswer.headers without CORS,
-    and INERT_FIELDS, issue 13), encoded once per type instead of once per response. An
-    answer without a type (a preflight's 204) carries INERT_FIELDS alone."""
+    INERT_FIELDS, issue 13, and ``Server: boshd``, issue 16), encoded once per type instead
+    of once per response. An answer without a type (a preflight's 204) carries the last two
+    alone."""
     if not content_type:
-        return INERT_FIELDS
+        return INERT_FIELDS + SERVER_FIELD
     answer = bosh.HttpAnswer(200, b"", content_type)
     fields = b"".join(_field(name, value) for name, value in answer.headers().items())
-    return fields + INERT_FIELDS
+    return fields + INERT_FIELDS + SERVER_FIELD
 
 
 def _field(name: str, value: str) -> bytes:

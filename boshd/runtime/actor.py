@@ -46,6 +46,7 @@ from boshd.core.events import (
     UpstreamStreamError,
 )
 from boshd.core.framing import CLOSE_FRAME, stream_error_frame
+from boshd.core.stream import XmppStream
 from boshd.errors import ProtocolError, UpstreamError
 from boshd.metrics import Metrics
 
@@ -69,6 +70,11 @@ class Core(Protocol):
 
     @property
     def closed(self) -> bool: ...
+
+    @property
+    def stream(self) -> XmppStream | None:
+        """The upstream stream; None until a WebSocket client's first ``<open/>``."""
+        ...
 
     def receive(self, item: Any, now: float) -> None: ...
 
@@ -583,9 +589,13 @@ class SessionActor:
         """What the admin API shows for this session."""
         now = self._loop.time()
         core = self.core
+        # The XMPP domain: the creation request's `to` (BOSH) or the first <open/>'s
+        # (WebSocket; none before it), which restarts cannot change (B-SREQ-04, W-OPEN-11).
+        stream = core.stream
         return {
             "sid": self.sid,
             "transport": self.transport,
+            "domain": stream.header.to.lower() if stream is not None else None,
             "jid": getattr(core, "jid", None),
             "subject": self.subject,
             "client_ip": self.client_ip,

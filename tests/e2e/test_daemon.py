@@ -854,6 +854,60 @@ async def test_unix_listener_serves_bosh_and_websocket(
             await exchange(ws, bosh, "and back")
 
 
+async def raw_answer(port: int, request: bytes) -> bytes:
+    """What the daemon sends back for `request` on a connection of its own, until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_every_listener_says_server_boshd_without_versions(
+    daemon_factory: DaemonFactory, prosody: PrivateProsody
+) -> None:
+    """The running daemon's main listener (BOSH POST on the fast front, the GET page, health,
+    a 404, a request aiohttp cannot parse) and its admin listener (401, 200, unparseable)
+    all answer ``Server: boshd``, never Python's or aiohttp's versions (issue 16 item 7)."""
+    token = "admin-token-0123456789abcdef"
+    admin_port = free_port()
+    daemon = await daemon_factory(
+        prosody_config(prosody, admin={"listen": [f"127.0.0.1:{admin_port}"], "token": token})
+    )
+    host = "Host: 127.0.0.1\r\nConnection: close\r\n"
+    empty_post = f"POST /http-bind HTTP/1.1\r\n{host}Content-Length: 0\r\n\r\n"
+    garbage = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
+    cases = [
+        (daemon.port, empty_post.encode(), 200),
+        (daemon.port, f"GET /http-bind HTTP/1.1\r\n{host}\r\n".encode(), 200),
+        (daemon.port, f"GET /healthz HTTP/1.1\r\n{host}\r\n".encode(), 200),
+        (daemon.port, f"GET /nothing HTTP/1.1\r\n{host}\r\n".encode(), 404),
+        (daemon.port, garbage, 400),
+        (admin_port, f"GET /sessions HTTP/1.1\r\n{host}\r\n".encode(), 401),
+        (
+            admin_port,
+            f"GET /sessions HTTP/1.1\r\n{host}Authorization: Bearer {token}\r\n\r\n".encode(),
+            200,
+        ),
+        (admin_port, garbage, 400),
+    ]
+    for port, request, status in cases:
+        answer = await raw_answer(port, request)
+        head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        assert head[0].split(" ")[1] == str(status), (request, answer[:300])
+        servers = [
+            line.partition(":")[2].strip()
+            for line in head[1:]
+            if line.lower().startswith("server:")
+        ]
+        assert servers == ["boshd"], (request, head)
+
+
 # ==================================================================================== logs
 
 

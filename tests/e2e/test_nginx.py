@@ -13,7 +13,8 @@ substitutions and nothing else:
 The main block's ``server {}`` is served twice: as documented ("direct": clients reach nginx
 themselves) and with the load-balancer snippet added ("balanced": the test plays the load
 balancer in front of nginx). boshd runs as a subprocess with ``trusted_proxies =
-["127.0.0.1"]`` in front of the session's private Prosody.
+["127.0.0.1"]`` and the documented ``[discovery]`` URLs in front of the session's private
+Prosody.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import aiohttp
 import pytest
@@ -245,6 +247,20 @@ def test_documented_timeouts_exceed_boshd_timers() -> None:
     assert "127.0.0.1" in trusted
 
 
+def test_documented_host_meta_locations_pass_host_and_scheme() -> None:
+    """docs/deployment.md proxies both XEP-0156 documents to boshd with the client's Host
+    (it picks the XMPP domain, D-09) and scheme (host-meta only over HTTPS, D-02), and
+    boshd's side names the public endpoints (issue 16 item 7)."""
+    main = doc_blocks("nginx")[0]
+    for location in ("/.well-known/host-meta", "/.well-known/host-meta.json"):
+        assert directive(main, location, "proxy_pass") == "http://boshd"
+        assert directive(main, location, "proxy_set_header Host") == "$host"
+        assert directive(main, location, "proxy_set_header X-Forwarded-Proto") == "$scheme"
+    discovery = tomllib.loads(doc_blocks("toml")[0])["discovery"]
+    assert discovery["bosh_url"].startswith("https://")
+    assert discovery["websocket_url"].startswith("wss://")
+
+
 async def test_bosh_and_websocket_through_nginx(
     daemon_factory: DaemonFactory,
     prosody: PrivateProsody,
@@ -255,8 +271,13 @@ async def test_bosh_and_websocket_through_nginx(
     clients log in to Prosody and exchange messages; boshd logs the client address nginx put
     in X-Real-IP: the balancer's X-Forwarded-For client behind the load balancer, and
     nginx's peer (never a header the client made up) for direct clients."""
+    discovery = tomllib.loads(doc_blocks("toml")[0])["discovery"]
     daemon = await daemon_factory(
-        daemon_config({prosody.domain: prosody.c2s_port}, server={"trusted_proxies": ["127.0.0.1"]})
+        daemon_config(
+            {prosody.domain: prosody.c2s_port},
+            server={"trusted_proxies": ["127.0.0.1"]},
+            discovery=discovery,
+        )
     )
     cert, key = make_cert(tmp_path / "certs", "nginx")
     nginx = launch_nginx(nginx_factory, tmp_path / "nginx", daemon.port, cert, key)
@@ -297,6 +318,37 @@ async def test_bosh_and_websocket_through_nginx(
                 assert (resp.status, await resp.text()) == (200, "ready\n")
             async with http.get(f"{direct}/metrics") as resp:
                 assert resp.status == 403
+            # XEP-0156 through nginx: boshd sees the XMPP domain and HTTPS (issue 16 item 7).
+            domain = {"Host": prosody.domain}
+            async with http.get(f"{direct}/.well-known/host-meta", headers=domain) as resp:
+                xrd = await resp.text()
+                assert resp.status == 200, xrd
+                assert resp.headers["Access-Control-Allow-Origin"] == "*"
+            xrd_links = {
+                link.get("rel"): link.get("href")
+                for link in ElementTree.fromstring(xrd)
+                if link.tag == "{http://docs.oasis-open.org/ns/xri/xrd-1.0}Link"
+            }
+            async with http.get(f"{direct}/.well-known/host-meta.json", headers=domain) as resp:
+                assert resp.status == 200
+                links = {link["rel"]: link["href"] for link in (await resp.json())["links"]}
+            assert (
+                links
+                == xrd_links
+                == {
+                    "urn:xmpp:alt-connections:xbosh": discovery["bosh_url"],
+                    "urn:xmpp:alt-connections:websocket": discovery["websocket_url"],
+                }
+            )
+            elsewhere = {"Host": "not-served.example"}
+            async with http.get(f"{direct}/.well-known/host-meta", headers=elsewhere) as resp:
+                assert resp.status == 404
+            # The BOSH URL opened in a browser: boshd's page, through nginx, without versions.
+            async with http.get(f"{direct}/http-bind") as resp:
+                page = await resp.text()
+                assert resp.status == 200, page
+                assert resp.headers["Server"] == "nginx"  # server_tokens off: no version
+            assert page.startswith("It works!"), page
 
         # Behind a load balancer (the test) that names the client in X-Forwarded-For.
         balanced = f"https://127.0.0.1:{nginx.balanced_port}"

@@ -41,7 +41,7 @@ from tests.support.wsclient import WsClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
-COLUMNS = ["sid", "transport", "jid", "client_ip", "age", "idle", "held_requests"]
+COLUMNS = ["sid", "transport", "domain", "jid", "client_ip", "age", "idle", "held_requests"]
 HELD = "boshd_bosh_held_requests"
 
 
@@ -101,7 +101,8 @@ def token_file(directory: Path) -> tuple[str, Path]:
 async def test_sessions_cli_lists_shows_and_ends_bosh_and_websocket_sessions(
     listener: str, daemon_factory: DaemonFactory, prosody: PrivateProsody, tmp_path: Path
 ) -> None:
-    """sessions list/show/end: both transports, JIDs once bound, end works (W-ERR-03, G-UP-01)."""
+    """sessions list/show/end: both transports, their XMPP domain, JIDs once bound, end works
+    (W-ERR-03, G-UP-01; the domain: issue 16 item 7)."""
     token, token_path = token_file(tmp_path)
     sock = tmp_path / "admin.sock"
     listen = f"unix:{sock}" if listener == "unix" else f"127.0.0.1:{free_port()}"
@@ -119,8 +120,10 @@ async def test_sessions_cli_lists_shows_and_ends_bosh_and_websocket_sessions(
         listed = await sessions_cli(config, "list")
         assert (listed.code, listed.err) == (0, ""), listed
         rows, footer = parse_table(listed.out)
-        assert [(r["sid"], r["transport"], r["jid"], r["client_ip"]) for r in rows] == [
-            (bosh.sid, "bosh", "-", "127.0.0.1")  # no JID before resource binding
+        assert [
+            (r["sid"], r["transport"], r["domain"], r["jid"], r["client_ip"]) for r in rows
+        ] == [
+            (bosh.sid, "bosh", prosody.domain, "-", "127.0.0.1")  # no JID before binding
         ]
         assert footer == "1 session(s)"
 
@@ -134,6 +137,7 @@ async def test_sessions_cli_lists_shows_and_ends_bosh_and_websocket_sessions(
         assert set(by_transport) == {"bosh", "websocket"}, rows
         assert (by_transport["bosh"]["sid"], by_transport["bosh"]["jid"]) == (bosh.sid, bosh_jid)
         assert by_transport["websocket"]["jid"] == ws_jid
+        assert {row["domain"] for row in rows} == {prosody.domain}
         ws_sid = by_transport["websocket"]["sid"]
         assert ws_sid != bosh.sid
 
@@ -146,11 +150,12 @@ async def test_sessions_cli_lists_shows_and_ends_bosh_and_websocket_sessions(
         upstream = f"127.0.0.1:{prosody.c2s_port} (plain)"
         for sid, transport, jid in ((bosh.sid, "bosh", bosh_jid), (ws_sid, "websocket", ws_jid)):
             session = described[sid]
-            assert (session["transport"], session["jid"], session["client_ip"]) == (
-                transport,
-                jid,
-                "127.0.0.1",
-            )
+            assert (
+                session["transport"],
+                session["domain"],
+                session["jid"],
+                session["client_ip"],
+            ) == (transport, prosody.domain, jid, "127.0.0.1")
             assert session["upstream"] == upstream, session
             assert session["stanzas_in"] >= 1, session  # the bind request at least
             assert session["bytes_in"] > 0 < session["bytes_out"], session
@@ -159,9 +164,10 @@ async def test_sessions_cli_lists_shows_and_ends_bosh_and_websocket_sessions(
         # "--": a sid may start with "-" (see test_sessions_cli_takes_sids_starting_with_a_dash).
         shown = await sessions_cli(config, "show", "--", ws_sid)
         assert shown.code == 0, shown
-        assert {k: json.loads(shown.out)[k] for k in ("sid", "transport", "jid")} == {
+        assert {k: json.loads(shown.out)[k] for k in ("sid", "transport", "domain", "jid")} == {
             "sid": ws_sid,
             "transport": "websocket",
+            "domain": prosody.domain,
             "jid": ws_jid,
         }
         missing = await sessions_cli(config, "show", "no-such-session")

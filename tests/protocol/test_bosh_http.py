@@ -85,16 +85,20 @@ async def test_responses_are_content_length_framed_never_chunked(
 
 
 async def test_get_never_creates_or_drives_a_session(make_app: Any, fake: FakeXmppServer) -> None:
-    """GET on the BOSH path is refused and no session or upstream connection results
-    (B-HTTP-04)."""
+    """GET on the BOSH path answers the informational page, never a BOSH body, and no
+    session or upstream connection results (B-HTTP-04; the page: issue 16 #7)."""
     s = await start(make_app)
     query = urllib.parse.quote(body(1, to=DOMAIN, wait="4", hold="1", ver="1.6"))
     async with s.client.get(f"/http-bind?{query}") as resp:
         text = await resp.read()
-        assert resp.status in (404, 405)
+        assert resp.status == 200
+        assert resp.content_type == "text/plain"
+    assert text.startswith(b"It works!"), text
+    assert b"<body" not in text
     assert b"sid" not in text
     async with s.client.head("/http-bind") as resp:
-        assert resp.status in (404, 405)
+        assert resp.status == 200
+        assert await resp.read() == b""
     await asyncio.sleep(0.1)
     assert fake.connections == []
 

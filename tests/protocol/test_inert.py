@@ -97,9 +97,9 @@ def post(path: str, data: str | bytes, **headers: str) -> tuple[bytes, bytes]:
 @FRONTS
 async def test_every_endpoint_answers_inert(make_app: AppFactory, fast: bool) -> None:
     """Every answer of every endpoint (BOSH answers and errors, preflights, 403 refusals,
-    405, aiohttp's oversized and chunked path, health, readiness, metrics, host-meta in both
-    forms, WebSocket handshake refusals, prebind, unknown paths) carries the CSP sandbox,
-    nosniff, CORP and Referrer-Policy headers once each; host-meta keeps its
+    the GET page, 405, aiohttp's oversized and chunked path, health, readiness, metrics,
+    host-meta in both forms, WebSocket handshake refusals, prebind, unknown paths) carries the
+    CSP sandbox, nosniff, CORP and Referrer-Policy headers once each; host-meta keeps its
     ``Access-Control-Allow-Origin: *`` (issue 13 #2, D-06)."""
     s = await start(
         make_app,
@@ -131,7 +131,8 @@ async def test_every_endpoint_answers_inert(make_app: AppFactory, fast: bool) ->
         ),
         ("preflight", head("OPTIONS", "/http-bind", **preflight), b"", 204),
         ("preflight refused", head("OPTIONS", "/http-bind", Origin=EVIL), b"", 403),
-        ("bosh GET", head("GET", "/http-bind"), b"", 405),
+        ("bosh GET page", head("GET", "/http-bind"), b"", 200),
+        ("bosh POST-only method", head("PUT", "/http-bind"), b"", 405),
         ("healthz", head("GET", "/healthz"), b"", 200),
         ("readyz", head("GET", "/readyz"), b"", 200),
         ("metrics", head("GET", "/metrics"), b"", 200),

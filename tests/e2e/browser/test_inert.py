@@ -32,6 +32,7 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Page, Response
 
+from boshd.frontend.bosh import GET_PAGE
 from tests.e2e.browser.conftest import WEB_USERS, MappedPageOpener, WebBoshdFactory, session_loop
 from tests.support.boshclient import BoshClient
 from tests.support.boshd import BoshdServer, eventually, unique_resource
@@ -279,8 +280,9 @@ async def test_every_kind_of_navigation_to_boshd_is_refused(
 ) -> None:
     """Issue 13 #2, the class: forms of every encoding (text/plain, urlencoded, multipart)
     and GET forms and iframes, all into frames of a cross-site page, with
-    ``cors.allowed_origins = ["*"]``: every POST gets 403, every GET 405, each answer
-    sandboxed; romeo's session is untouched and the script in his queue never runs."""
+    ``cors.allowed_origins = ["*"]``: every POST gets 403, every GET the fixed text page
+    (issue 16 #7: nothing of the form's query in it), each answer sandboxed; romeo's session
+    is untouched and the script in his queue never runs."""
     server = await web_boshd_factory(cors={"allowed_origins": ["*"]})
     romeo = await victim_with_a_trap(
         server,
@@ -308,7 +310,10 @@ async def test_every_kind_of_navigation_to_boshd_is_refused(
         method = response.request.method
         methods.append((method, sent.get("content-type", "").split(";")[0]))
         assert sent.get("sec-fetch-mode") == "navigate", sent
-        assert response.status == (403 if method == "POST" else 405), (method, sent)
+        assert response.status == (403 if method == "POST" else 200), (method, sent)
+        if method == "GET":  # the frame has moved on: its body is gone, its head is not
+            assert headers.get("content-type") == "text/plain; charset=utf-8", headers
+            assert headers.get("content-length") == str(len(GET_PAGE)), headers
         assert "sandbox" in headers.get("content-security-policy", ""), headers
         assert headers.get("x-content-type-options") == "nosniff", headers
     assert sorted(methods) == sorted(
