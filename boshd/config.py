@@ -399,6 +399,21 @@ class LimitsConfig:
     max_queue_size: int = opt(
         1024 * 1024, "Most upstream data waiting for a BOSH client.", _size, ">0"
     )
+    max_upstream_queue: int = opt(
+        1024 * 1024,
+        "Most client data one session may have waiting for the XMPP server (not yet read by "
+        "it, or held until its stream opens); above it the session ends with "
+        "policy-violation. At least max_body_size and max_message_size.",
+        _size,
+        ">0",
+    )
+    max_upstream_queue_total: int = opt(
+        256 * 1024 * 1024,
+        "The same for all sessions together; above it the sessions holding the most end "
+        "with policy-violation. At least max_upstream_queue.",
+        _size,
+        ">0",
+    )
     max_sessions_per_ip: int = opt(
         256, "Most concurrent sessions from one client address.", _int, ">0"
     )
@@ -615,6 +630,19 @@ def _cross_checks(config: Config, problems: list[str]) -> None:
             "upstream.connect_timeout: must be shorter than bosh.max_wait so a creation "
             f"request can report remote-connection-failed (G-UP-02), got "
             f"{config.upstream.connect_timeout}"
+        )
+    lim = config.limits
+    largest = max(lim.max_body_size, lim.max_message_size)
+    if lim.max_upstream_queue < largest:
+        # Issue 13: one request or message that fits its limit must fit the queue too.
+        problems.append(
+            "limits.max_upstream_queue: must be >= limits.max_body_size and "
+            f"limits.max_message_size ({largest}), got {lim.max_upstream_queue}"
+        )
+    if lim.max_upstream_queue_total < lim.max_upstream_queue:
+        problems.append(
+            "limits.max_upstream_queue_total: must be >= limits.max_upstream_queue "
+            f"({lim.max_upstream_queue}), got {lim.max_upstream_queue_total}"
         )
     if not config.server.bosh_path and not config.server.websocket_path:
         problems.append("server.bosh_path: both endpoints are disabled")

@@ -225,6 +225,13 @@ class BoshSession:
     def held_count(self) -> int:
         return len(self._held)
 
+    @property
+    def upstream_pending(self) -> int:
+        """Bytes of client payload held for the server until its stream opens (issue 13:
+        the runtime counts them toward ``limits.max_upstream_queue``)."""
+        before = self._before_open
+        return sum(map(len, before)) if before else 0
+
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
         return actions
@@ -532,8 +539,11 @@ class BoshSession:
                 # B-TERM-06, A-10: deliver what is queued, then terminate without condition.
                 self.stream.ended_by_server()
                 self._begin_ending(now, ResponseBody(type="terminate"), "upstream closed")
-            case UpstreamFailed(condition, reason):
-                # B-ERR-09: unreachable, TLS failure, connection lost.
+            case UpstreamFailed(condition, reason, limit):
+                # B-ERR-09: unreachable, TLS failure, connection lost; or G-LIM-02: boshd
+                # gave the connection up because too much was waiting for the server.
+                if limit is not None:
+                    self._limit_hit = limit
                 self.stream.ended_by_server()
                 self._begin_ending(now, _terminate(condition), reason)
 
@@ -554,6 +564,7 @@ class BoshSession:
         self._terminal = terminal
         self._end_condition = terminal.condition
         self._end_reason = reason
+        self._before_open = ()  # never sent now: the stream will not open for it
         self._actions.extend(_close_actions(self.stream))
         if self._state is BoshState.CREATING and self._queue:
             self._take_queue()  # never started: nothing useful to deliver first
@@ -687,6 +698,7 @@ class BoshSession:
         for rid in sorted(self._early):
             self._respond(self._early.pop(rid).token, others, now, cache_rid=None)
         undelivered = self._bounce_queue()
+        self._before_open = ()
         self._actions.extend(_close_actions(self.stream))
         self._set_state(BoshState.CLOSED)
         self._actions.append(

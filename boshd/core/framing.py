@@ -131,6 +131,13 @@ class WsSession:
     def closed(self) -> bool:
         return self._state is WsState.CLOSED
 
+    @property
+    def upstream_pending(self) -> int:
+        """Bytes of client stanzas held for the server until its stream opens (issue 13:
+        the runtime counts them toward ``limits.max_upstream_queue``)."""
+        before = self._before_open
+        return sum(map(len, before)) if before else 0
+
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
         return actions
@@ -233,7 +240,18 @@ class WsSession:
     # ------------------------------------------------------------------ upstream
 
     def upstream(self, event: UpstreamEvent, now: float) -> None:
-        if self._state is WsState.CLOSED or self.stream is None:
+        if self._state is WsState.CLOSED:
+            return
+        if self.stream is None:
+            if isinstance(event, UpstreamFailed) and event.limit is not None:
+                # Issue 13: the runtime ends the session over a limit before any stream.
+                self._limit_hit = event.limit
+                self._error_and_close(
+                    STREAM_CONDITION_FOR[event.condition],
+                    UPSTREAM_QUEUE_TEXT,
+                    event.condition,
+                    log_reason=event.reason,
+                )
             return
         match event:
             case UpstreamOpened(info):
@@ -275,16 +293,19 @@ class WsSession:
                 self._send(CLOSE_FRAME)
                 self._close_upstream(graceful=True)
                 self._finish(None, "upstream closed", code=1000)
-            case UpstreamFailed(condition, reason):
+            case UpstreamFailed(condition, reason, limit):
                 # W-ERR-04/05: unreachable, TLS failure, or lost mid-session. The detailed
                 # reason (addresses, certificate details) is logged, not told to the client.
+                # G-LIM-02: or boshd gave the connection up over a limit (issue 13).
+                if limit is not None:
+                    self._limit_hit = limit
                 self.stream.ended_by_server()
                 self._close_upstream(graceful=False)
                 if condition is Condition.HOST_UNKNOWN:
                     self._authoritative = False  # W-OPEN-11: not ours to name in 'from'
                 self._error_and_close(
                     STREAM_CONDITION_FOR[condition],
-                    _PUBLIC_TEXT.get(condition, ""),
+                    UPSTREAM_QUEUE_TEXT if limit is not None else _PUBLIC_TEXT.get(condition, ""),
                     condition,
                     log_reason=reason,
                 )
@@ -353,6 +374,7 @@ class WsSession:
                 self._actions.append(action)
 
     def _finish(self, condition: Condition | None, reason: str, *, code: int | None) -> None:
+        self._before_open.clear()  # never sent now: the stream will not open for it
         if code is not None:
             self._actions.append(CloseWebSocket(code))
         self._set_state(WsState.CLOSED)
@@ -372,6 +394,10 @@ class WsSession:
             "upstream": self.stream.phase.value if self.stream else StreamPhase.IDLE.value,
         }
 
+
+# The <text/> of the policy-violation a client gets when too much of what it sent is still
+# waiting for the XMPP server (limits.max_upstream_queue[_total], issue 13).
+UPSTREAM_QUEUE_TEXT = "too much data waiting for the XMPP server"
 
 # What a client is told about upstream trouble; the details stay in the log.
 _PUBLIC_TEXT: dict[Condition, str] = {
