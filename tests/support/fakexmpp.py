@@ -56,6 +56,7 @@ class Behaviour:
     domain: str = "example.com"
     extra_header_attrs: str = ""
     starttls: ssl.SSLContext | None = None  # offer STARTTLS (required) with this context
+    stall: bool = False  # read nothing more once the first stream header is answered
 
 
 @dataclass
@@ -179,6 +180,8 @@ class FakeConnection(asyncio.Protocol):
             f"from='{b.domain}' version='1.0' xml:lang='en'{b.extra_header_attrs}>"
             + (features or "")
         )
+        if b.stall:
+            self.stop_reading()
         return stream_id
 
     def _on_element(self, element: Element) -> None:
