@@ -147,6 +147,7 @@ class BoshSession:
         "stanzas_down",
         "stanzas_up",
         "stream",
+        "upstream_pending",
     )
 
     def __init__(
@@ -185,6 +186,9 @@ class BoshSession:
         self._queue: list[Stanza] = []
         self._queue_bytes = 0
         self._before_open: tuple[bytes, ...] = ()  # client payload sent while connecting
+        # Its size: what the core holds for the server (issue 13: the runtime counts it
+        # toward limits.max_upstream_queue after each input, so it is a plain attribute).
+        self.upstream_pending = 0
         self._terminal: ResponseBody | None = None
         self._end_condition: Condition | None = None
         self._end_reason = ""
@@ -224,13 +228,6 @@ class BoshSession:
     @property
     def held_count(self) -> int:
         return len(self._held)
-
-    @property
-    def upstream_pending(self) -> int:
-        """Bytes of client payload held for the server until its stream opens (issue 13:
-        the runtime counts them toward ``limits.max_upstream_queue``)."""
-        before = self._before_open
-        return sum(map(len, before)) if before else 0
 
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -417,6 +414,7 @@ class BoshSession:
             self._actions.append(SendUpstream(req.payload))
         elif req.payload and self.stream.phase is StreamPhase.CONNECTING:
             self._before_open += req.payload  # sent as soon as the stream is open
+            self.upstream_pending += sum(map(len, req.payload))
         elif req.payload:
             log.info("[%s] payload dropped: upstream %s", self.sid, self.stream.phase.value)
         if req.pause is not None and self.params.maxpause > 0:
@@ -497,6 +495,7 @@ class BoshSession:
                     self.stanzas_up += len(self._before_open)
                     self._actions.append(SendUpstream(self._before_open))
                     self._before_open = ()
+                    self.upstream_pending = 0
             case UpstreamBound(jid):
                 self.jid = jid
                 if self.required_subject is not None and not subject_matches(
@@ -565,6 +564,7 @@ class BoshSession:
         self._end_condition = terminal.condition
         self._end_reason = reason
         self._before_open = ()  # never sent now: the stream will not open for it
+        self.upstream_pending = 0
         self._actions.extend(_close_actions(self.stream))
         if self._state is BoshState.CREATING and self._queue:
             self._take_queue()  # never started: nothing useful to deliver first
@@ -699,6 +699,7 @@ class BoshSession:
             self._respond(self._early.pop(rid).token, others, now, cache_rid=None)
         undelivered = self._bounce_queue()
         self._before_open = ()
+        self.upstream_pending = 0
         self._actions.extend(_close_actions(self.stream))
         self._set_state(BoshState.CLOSED)
         self._actions.append(

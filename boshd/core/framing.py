@@ -109,6 +109,9 @@ class WsSession:
         self._authoritative = True  # may we answer in the name of the requested domain?
         self._client_open: WsOpen | None = None
         self._before_open: list[bytes] = []
+        # Its size: what the core holds for the server (issue 13: the runtime counts it
+        # toward limits.max_upstream_queue after each input, so it is a plain attribute).
+        self.upstream_pending = 0
         self.stanzas_up = 0
         self.stanzas_down = 0
         self._meter = TrafficMeter(traffic or TrafficLimits(), now)
@@ -130,13 +133,6 @@ class WsSession:
     @property
     def closed(self) -> bool:
         return self._state is WsState.CLOSED
-
-    @property
-    def upstream_pending(self) -> int:
-        """Bytes of client stanzas held for the server until its stream opens (issue 13:
-        the runtime counts them toward ``limits.max_upstream_queue``)."""
-        before = self._before_open
-        return sum(map(len, before)) if before else 0
 
     def take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -233,6 +229,7 @@ class WsSession:
             self.stream is not None and self.stream.usable
         ):
             self._before_open.append(data)
+            self.upstream_pending += len(data)
         elif self.stream is not None and self.stream.usable:
             self.stanzas_up += 1
             self._actions.append(SendUpstream((data,)))
@@ -262,6 +259,7 @@ class WsSession:
                     self.stanzas_up += len(self._before_open)
                     self._actions.append(SendUpstream(tuple(self._before_open)))
                     self._before_open.clear()
+                    self.upstream_pending = 0
             case UpstreamBound(jid):
                 self.jid = jid
                 if self.required_subject is not None and not subject_matches(
@@ -375,6 +373,7 @@ class WsSession:
 
     def _finish(self, condition: Condition | None, reason: str, *, code: int | None) -> None:
         self._before_open.clear()  # never sent now: the stream will not open for it
+        self.upstream_pending = 0
         if code is not None:
             self._actions.append(CloseWebSocket(code))
         self._set_state(WsState.CLOSED)

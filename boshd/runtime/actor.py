@@ -86,7 +86,8 @@ class Core(Protocol):
 
     @property
     def upstream_pending(self) -> int:
-        """Bytes of client payload the core holds for the server (before its stream opens)."""
+        """Bytes of client payload the core holds for the server (before its stream opens);
+        a plain attribute in the cores, read after every input."""
         ...
 
     def receive(self, item: Any, now: float) -> None: ...
@@ -498,6 +499,7 @@ class SessionActor:
                 payload_log.debug("[%s] %s %s", self.sid, prefix, chunk.decode(errors="replace"))
 
     def _execute(self, actions: list[Action]) -> None:
+        wrote = False
         for action in actions:
             if self._log_payloads or self._metrics is not None:
                 self._observe_output(action)
@@ -509,11 +511,13 @@ class SessionActor:
                 case SendUpstream(data):
                     if self.upstream is not None:
                         self.upstream.send(data)
+                        wrote = True
                 case ConnectUpstream():
                     self._connect_task = self._loop.create_task(self._connect(action))
                 case RestartUpstream(header):
                     if self.upstream is not None:
                         self.upstream.restart(header)
+                        wrote = True
                 case CloseUpstream(graceful):
                     self._close_upstream(graceful)
                 case SendFrame(data):
@@ -523,7 +527,11 @@ class SessionActor:
                 case SessionEnded():
                     self._ended = action
                     self._on_end(self, action)
-        if self._budget is not None:
+        # Issue 13: recount only if something may wait for the server; the common input (a
+        # stanza from the server, nothing pending) costs these few integer tests.
+        if self._budget is not None and (
+            wrote or self._up_charge or self._up_inbox or self.core.upstream_pending
+        ):
             self._charge()
 
     # ------------------------------------------------------------------ bytes toward the server
