@@ -36,6 +36,7 @@ from tests.protocol.boshkit import Session, start
 from tests.protocol.conftest import DOMAIN, Reply, registry_of
 from tests.protocol.conftest import test_config as config_for
 from tests.protocol.test_ops import scrape, value
+from tests.protocol.test_upstream_tls import certificate, server_context
 from tests.protocol.wskit import (
     CLIENT_CLOSE,
     CLOSE,
@@ -84,14 +85,17 @@ async def stalled() -> AsyncIterator[FakeXmppServer]:
 def make_stalled_app(aiohttp_client: Any, stalled: FakeXmppServer, fake: FakeXmppServer) -> Any:
     """The app with DOMAIN on the stalling server and ``healthy.example`` on a normal one."""
 
-    async def factory(**limits: Any) -> Session:
+    async def factory(tls: dict[str, dict[str, str]] | None = None, **limits: Any) -> Session:
+        """``tls``: domain -> its TLS settings (default: plain)."""
+        tls = tls or {}
+        plain = {"tls": "plain"}
         sections = {
             "limits": {**LIMITS, **limits},
             "upstream": {
                 "connect_timeout": 2,
                 "domains": {
-                    DOMAIN: {"host": "127.0.0.1", "port": stalled.port, "tls": "plain"},
-                    HEALTHY: {"host": "127.0.0.1", "port": fake.port, "tls": "plain"},
+                    DOMAIN: {"host": "127.0.0.1", "port": stalled.port, **tls.get(DOMAIN, plain)},
+                    HEALTHY: {"host": "127.0.0.1", "port": fake.port, **tls.get(HEALTHY, plain)},
                 },
             },
         }
@@ -466,6 +470,43 @@ async def test_a_server_that_reads_takes_any_amount(
         assert not ws.closed
     assert s.alive
     await eventually(lambda: budget_total(registry_of(app.client)) == 0)
+
+
+async def test_upstream_over_tls_is_bounded_and_drains(
+    make_stalled_app: Any, stalled: FakeXmppServer, fake: FakeXmppServer, tmp_path: Any
+) -> None:
+    """Issue 13 finding 4 (G-LIM-02, C-NEG-02): with STARTTLS upstream the TLS transport's
+    write buffer is what counts: 4 sessions flooding a stalled TLS server are each refused
+    with policy-violation, and a session to a TLS server that reads sends 8 MB without a
+    refusal and ends with nothing counted (asyncio reports the drained buffer through TLS)."""
+    tls = {}
+    for domain, server in ((DOMAIN, stalled), (HEALTHY, fake)):
+        cert, key = certificate(tmp_path, domain)
+        server.behaviour.starttls = server_context(cert, key)
+        tls[domain] = {"tls": "starttls", "ca_file": str(cert)}
+    app = await make_stalled_app(tls=tls)
+    registry = registry_of(app.client)
+    flooders = await bosh_sessions(app, stalled, 4)
+    assert all(conn.tls for _, conn in flooders)
+    for _, conn in flooders:
+        conn.stop_reading()
+    async with watching(registry) as watch:
+        results = await asyncio.gather(*(bosh_flood(s, FLOOD) for s, _ in flooders))
+        await settle(registry, {s.sid for s, _ in flooders if s.sid})
+    for replies in results:
+        terminal = first_terminal(replies)
+        assert terminal is not None
+        assert terminal.condition == "policy-violation", terminal.raw
+    assert watch.session_max <= PER_SESSION, watch.session_max
+    s = app.another(rid=77_000)
+    await s.create(to=HEALTHY)
+    conn = fake.connections[-1]
+    assert conn.tls
+    replies = await bosh_flood(s, 40)
+    assert first_terminal(replies) is None
+    await conn.wait_for(lambda: len(conn.elements) >= 40, timeout=10)
+    await eventually(lambda: budget_total(registry) == 0)
+    assert s.alive
 
 
 # ------------------------------------------------------------------------------ generated floods
