@@ -18,7 +18,7 @@ import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -403,14 +403,15 @@ class LimitsConfig:
         1024 * 1024,
         "Most client data one session may have waiting for the XMPP server (not yet read by "
         "it, or held until its stream opens); above it the session ends with "
-        "policy-violation. At least max_body_size and max_message_size.",
+        "policy-violation. At least max_body_size and max_message_size (when not set, it "
+        "grows to the larger of them).",
         _size,
         ">0",
     )
     max_upstream_queue_total: int = opt(
         256 * 1024 * 1024,
         "The same for all sessions together; above it the sessions holding the most end "
-        "with policy-violation. At least max_upstream_queue.",
+        "with policy-violation. At least max_upstream_queue (when not set, it grows to it).",
         _size,
         ">0",
     )
@@ -725,6 +726,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _derive_upstream_queue(config: Config, raw_limits: Any) -> Config:
+    """Issue 13: unless set explicitly, limits.max_upstream_queue is at least the largest
+    body or message a client may send (raising those must not break a working file), and the
+    total at least that; explicit values are checked in _cross_checks instead."""
+    given = raw_limits if isinstance(raw_limits, dict) else {}
+    lim = config.limits
+    per_session = lim.max_upstream_queue
+    if "max_upstream_queue" not in given:
+        per_session = max(per_session, lim.max_body_size, lim.max_message_size)
+    total = lim.max_upstream_queue_total
+    if "max_upstream_queue_total" not in given:
+        total = max(total, per_session)
+    if (per_session, total) == (lim.max_upstream_queue, lim.max_upstream_queue_total):
+        return config
+    limits = replace(lim, max_upstream_queue=per_session, max_upstream_queue_total=total)
+    return replace(config, limits=limits)
+
+
 def parse_config(raw: Mapping[str, Any], source: str = "") -> Config:
     """Build a Config from already-decoded TOML; raises ConfigError listing every problem."""
     problems: list[str] = []
@@ -735,7 +754,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "") -> Config:
             problems.append(f"{name}: unknown section")
             continue
         sections[name] = _build(cls, value, name, problems)
-    config = Config(**sections, source=source)
+    config = _derive_upstream_queue(Config(**sections, source=source), raw.get("limits"))
     _cross_checks(config, problems)
     if problems:
         raise ConfigError(problems)

@@ -180,6 +180,18 @@ def test_upstream_limits_defaults_and_units() -> None:
     assert c.limits.max_upstream_queue_total == 10**9
 
 
+def test_unset_upstream_limits_grow_with_the_largest_input() -> None:
+    """Issue 13: a file that raises max_body_size or max_message_size keeps working: an unset
+    max_upstream_queue grows to the larger of them, an unset total to at least that."""
+    c = parse_config({"limits": {"max_body_size": "4MiB"}})
+    assert c.limits.max_upstream_queue == 4 * 1024 * 1024
+    assert c.limits.max_upstream_queue_total == 256 * 1024 * 1024
+    c = parse_config({"limits": {"max_message_size": "300MiB"}})
+    assert c.limits.max_upstream_queue == c.limits.max_upstream_queue_total == 300 * 1024 * 1024
+    c = parse_config({"limits": {"max_upstream_queue": "8MiB", "max_body_size": "4MiB"}})
+    assert c.limits.max_upstream_queue == 8 * 1024 * 1024
+
+
 @pytest.mark.parametrize(
     ("limits", "message"),
     [
@@ -202,8 +214,8 @@ def test_upstream_limits_defaults_and_units() -> None:
     ],
 )
 def test_upstream_limits_must_hold_the_largest_input(limits: dict[str, Any], message: str) -> None:
-    """Issue 13: one body or message that its own limit allows must fit the per-session queue,
-    and the total must hold one session's; a bad value is reported with the key's path."""
+    """Issue 13: set explicitly, the per-session queue must hold one body or message that its
+    own limit allows, and the total one session's; a bad value is reported with its path."""
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config({"limits": limits})
 
