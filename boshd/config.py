@@ -554,6 +554,22 @@ class LimitsConfig:
     max_queue_size: int = opt(
         1024 * 1024, "Most upstream data waiting for a BOSH client.", _size, ">0"
     )
+    max_upstream_queue: int = opt(
+        1024 * 1024,
+        "Most client data one session may have waiting for the XMPP server (not yet read by "
+        "it, or held until its stream opens); above it the session ends with "
+        "policy-violation. At least max_body_size and max_message_size (when not set, it "
+        "grows to the larger of them).",
+        _size,
+        ">0",
+    )
+    max_upstream_queue_total: int = opt(
+        256 * 1024 * 1024,
+        "The same for all sessions together; above it the sessions holding the most end "
+        "with policy-violation. At least max_upstream_queue (when not set, it grows to it).",
+        _size,
+        ">0",
+    )
     max_sessions_per_ip: int = opt(
         256,
         "Most concurrent sessions from one client address (IPv6: one ipv6_prefix_length network).",
@@ -835,6 +851,19 @@ def _cross_checks(config: Config, problems: list[str], warnings: list[str]) -> N
             f"request can report remote-connection-failed (G-UP-02), got "
             f"{config.upstream.connect_timeout}"
         )
+    lim = config.limits
+    largest = max(lim.max_body_size, lim.max_message_size)
+    if lim.max_upstream_queue < largest:
+        # Issue 13: one request or message that fits its limit must fit the queue too.
+        problems.append(
+            "limits.max_upstream_queue: must be >= limits.max_body_size and "
+            f"limits.max_message_size ({largest}), got {lim.max_upstream_queue}"
+        )
+    if lim.max_upstream_queue_total < lim.max_upstream_queue:
+        problems.append(
+            "limits.max_upstream_queue_total: must be >= limits.max_upstream_queue "
+            f"({lim.max_upstream_queue}), got {lim.max_upstream_queue_total}"
+        )
     if not config.server.bosh_path and not config.server.websocket_path:
         problems.append("server.bosh_path: both endpoints are disabled")
     _distinct_listeners(config, problems)
@@ -1091,6 +1120,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _derive_upstream_queue(config: Config, raw_limits: Any) -> Config:
+    """Issue 13: unless set explicitly, limits.max_upstream_queue is at least the largest
+    body or message a client may send (raising those must not break a working file), and the
+    total at least that; explicit values are checked in _cross_checks instead."""
+    given = raw_limits if isinstance(raw_limits, dict) else {}
+    lim = config.limits
+    per_session = lim.max_upstream_queue
+    if "max_upstream_queue" not in given:
+        per_session = max(per_session, lim.max_body_size, lim.max_message_size)
+    total = lim.max_upstream_queue_total
+    if "max_upstream_queue_total" not in given:
+        total = max(total, per_session)
+    if (per_session, total) == (lim.max_upstream_queue, lim.max_upstream_queue_total):
+        return config
+    limits = replace(lim, max_upstream_queue=per_session, max_upstream_queue_total=total)
+    return replace(config, limits=limits)
+
+
 # --------------------------------------------------------------------------- secrets
 
 
@@ -1201,7 +1248,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "", *, complete: bool = F
             problems.append(f"{name}: {kind}{hint}")
             continue
         sections[name] = _build(cls, value, name, problems)
-    config = Config(**sections, source=source)
+    config = _derive_upstream_queue(Config(**sections, source=source), raw.get("limits"))
     _cross_checks(config, problems, warnings)
     if complete:
         _serves_somebody(config, problems)

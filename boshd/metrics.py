@@ -69,6 +69,12 @@ class Metrics:
         self.held_requests = Gauge(
             "boshd_bosh_held_requests", "BOSH requests being held now.", registry=r
         )
+        self.upstream_queued = Gauge(
+            "boshd_upstream_queued_bytes",
+            "Bytes waiting to be written to XMPP servers, all sessions together (bounded by "
+            "limits.max_upstream_queue_total).",
+            registry=r,
+        )
         self.tasks = Gauge(
             "boshd_asyncio_tasks", "asyncio tasks alive (leak detection).", registry=r
         )

@@ -147,6 +147,7 @@ class BoshSession:
         "stanzas_down",
         "stanzas_up",
         "stream",
+        "upstream_pending",
     )
 
     def __init__(
@@ -185,6 +186,9 @@ class BoshSession:
         self._queue: list[Stanza] = []
         self._queue_bytes = 0
         self._before_open: tuple[bytes, ...] = ()  # client payload sent while connecting
+        # Its size: what the core holds for the server (issue 13: the runtime counts it
+        # toward limits.max_upstream_queue after each input, so it is a plain attribute).
+        self.upstream_pending = 0
         self._terminal: ResponseBody | None = None
         self._end_condition: Condition | None = None
         self._end_reason = ""
@@ -415,6 +419,7 @@ class BoshSession:
             self._actions.append(SendUpstream(req.payload))
         elif req.payload and self.stream.phase is StreamPhase.CONNECTING:
             self._before_open += req.payload  # sent as soon as the stream is open
+            self.upstream_pending += sum(map(len, req.payload))
         elif req.payload:
             log.info("[%s] payload dropped: upstream %s", self.sid, self.stream.phase.value)
         if req.pause is not None and self.params.maxpause > 0:
@@ -495,6 +500,7 @@ class BoshSession:
                     self.stanzas_up += len(self._before_open)
                     self._actions.append(SendUpstream(self._before_open))
                     self._before_open = ()
+                    self.upstream_pending = 0
             case UpstreamBound(jid):
                 self.jid = jid
                 if self.required_subject is not None and not subject_matches(
@@ -537,8 +543,11 @@ class BoshSession:
                 # B-TERM-06, A-10: deliver what is queued, then terminate without condition.
                 self.stream.ended_by_server()
                 self._begin_ending(now, ResponseBody(type="terminate"), "upstream closed")
-            case UpstreamFailed(condition, reason):
-                # B-ERR-09: unreachable, TLS failure, connection lost.
+            case UpstreamFailed(condition, reason, limit):
+                # B-ERR-09: unreachable, TLS failure, connection lost; or G-LIM-02: boshd
+                # gave the connection up because too much was waiting for the server.
+                if limit is not None:
+                    self._limit_hit = limit
                 self.stream.ended_by_server()
                 self._begin_ending(now, _terminate(condition), reason)
 
@@ -559,6 +568,8 @@ class BoshSession:
         self._terminal = terminal
         self._end_condition = terminal.condition
         self._end_reason = reason
+        self._before_open = ()  # never sent now: the stream will not open for it
+        self.upstream_pending = 0
         self._actions.extend(_close_actions(self.stream))
         if self._state is BoshState.CREATING and self._queue:
             self._take_queue()  # never started: nothing useful to deliver first
@@ -692,6 +703,8 @@ class BoshSession:
         for rid in sorted(self._early):
             self._respond(self._early.pop(rid).token, others, now, cache_rid=None)
         undelivered = self._bounce_queue()
+        self._before_open = ()
+        self.upstream_pending = 0
         self._actions.extend(_close_actions(self.stream))
         self._set_state(BoshState.CLOSED)
         self._actions.append(

@@ -95,10 +95,12 @@ class UpstreamClosed:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamFailed:
-    """Connecting failed or the connection broke; ``condition`` says how to report it."""
+    """Connecting failed or the connection broke; ``condition`` says how to report it.
+    ``limit`` names the configured limit that made boshd give the connection up, if any."""
 
     condition: Condition
     reason: str
+    limit: str | None = None
 
 
 UpstreamEvent = (

@@ -109,6 +109,9 @@ class WsSession:
         self._authoritative = True  # may we answer in the name of the requested domain?
         self._client_open: WsOpen | None = None
         self._before_open: list[bytes] = []
+        # Its size: what the core holds for the server (issue 13: the runtime counts it
+        # toward limits.max_upstream_queue after each input, so it is a plain attribute).
+        self.upstream_pending = 0
         self.stanzas_up = 0
         self.stanzas_down = 0
         self._meter = TrafficMeter(traffic or TrafficLimits(), now)
@@ -233,6 +236,7 @@ class WsSession:
             self.stream is not None and self.stream.usable
         ):
             self._before_open.append(data)
+            self.upstream_pending += len(data)
         elif self.stream is not None and self.stream.usable:
             self.stanzas_up += 1
             self._actions.append(SendUpstream((data,)))
@@ -240,7 +244,18 @@ class WsSession:
     # ------------------------------------------------------------------ upstream
 
     def upstream(self, event: UpstreamEvent, now: float) -> None:
-        if self._state is WsState.CLOSED or self.stream is None:
+        if self._state is WsState.CLOSED:
+            return
+        if self.stream is None:
+            if isinstance(event, UpstreamFailed) and event.limit is not None:
+                # Issue 13: the runtime ends the session over a limit before any stream.
+                self._limit_hit = event.limit
+                self._error_and_close(
+                    STREAM_CONDITION_FOR[event.condition],
+                    UPSTREAM_QUEUE_TEXT,
+                    event.condition,
+                    log_reason=event.reason,
+                )
             return
         match event:
             case UpstreamOpened(info):
@@ -251,6 +266,7 @@ class WsSession:
                     self.stanzas_up += len(self._before_open)
                     self._actions.append(SendUpstream(tuple(self._before_open)))
                     self._before_open.clear()
+                    self.upstream_pending = 0
             case UpstreamBound(jid):
                 self.jid = jid
                 if self.required_subject is not None and not subject_matches(
@@ -282,16 +298,19 @@ class WsSession:
                 self._send(CLOSE_FRAME)
                 self._close_upstream(graceful=True)
                 self._finish(None, "upstream closed", code=1000)
-            case UpstreamFailed(condition, reason):
+            case UpstreamFailed(condition, reason, limit):
                 # W-ERR-04/05: unreachable, TLS failure, or lost mid-session. The detailed
                 # reason (addresses, certificate details) is logged, not told to the client.
+                # G-LIM-02: or boshd gave the connection up over a limit (issue 13).
+                if limit is not None:
+                    self._limit_hit = limit
                 self.stream.ended_by_server()
                 self._close_upstream(graceful=False)
                 if condition is Condition.HOST_UNKNOWN:
                     self._authoritative = False  # W-OPEN-11: not ours to name in 'from'
                 self._error_and_close(
                     STREAM_CONDITION_FOR[condition],
-                    _PUBLIC_TEXT.get(condition, ""),
+                    UPSTREAM_QUEUE_TEXT if limit is not None else _PUBLIC_TEXT.get(condition, ""),
                     condition,
                     log_reason=reason,
                 )
@@ -360,6 +379,8 @@ class WsSession:
                 self._actions.append(action)
 
     def _finish(self, condition: Condition | None, reason: str, *, code: int | None) -> None:
+        self._before_open.clear()  # never sent now: the stream will not open for it
+        self.upstream_pending = 0
         if code is not None:
             self._actions.append(CloseWebSocket(code))
         self._set_state(WsState.CLOSED)
@@ -379,6 +400,10 @@ class WsSession:
             "upstream": self.stream.phase.value if self.stream else StreamPhase.IDLE.value,
         }
 
+
+# The <text/> of the policy-violation a client gets when too much of what it sent is still
+# waiting for the XMPP server (limits.max_upstream_queue[_total], issue 13).
+UPSTREAM_QUEUE_TEXT = "too much data waiting for the XMPP server"
 
 # What a client is told about upstream trouble; the details stay in the log.
 _PUBLIC_TEXT: dict[Condition, str] = {

@@ -1,4 +1,5 @@
-"""Rate limits as token buckets, pure and clocked by ``now``.
+"""Rate limits as token buckets, pure and clocked by ``now``; the budget of bytes queued
+toward XMPP servers.
 
 A bucket holding ``capacity`` tokens refills at ``capacity / window`` tokens per second; taking
 more than it holds is refused. That allows at most ``capacity`` units in any ``window``-long
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+H = TypeVar("H")
 
 
 def address_key(address: str, ipv6_prefix_length: int = 64) -> str:
@@ -94,3 +98,40 @@ class TrafficMeter:
         if self._out is not None and nbytes and not self._out.take(nbytes, now):
             return "bytes_out"
         return None
+
+
+class QueueBudget(Generic[H]):
+    """Bytes on their way to XMPP servers, for all sessions together (issue 13, G-LIM-02).
+
+    Each *holder* (a session) reports how many bytes it holds for its server whenever that
+    number changes; the budget keeps the sum as one integer, so checking the process-wide limit
+    costs one comparison, and only holders with bytes pending are remembered. A holder above
+    ``session_limit``, or the biggest holder while the sum is above ``limit``, is the one to
+    end (see :meth:`victim`).
+    """
+
+    __slots__ = ("charges", "limit", "session_limit", "total")
+
+    def __init__(self, session_limit: int, limit: int) -> None:
+        self.session_limit = session_limit
+        self.limit = limit
+        self.total = 0
+        self.charges: dict[H, int] = {}  # holders with something pending -> their bytes
+
+    def charge(self, holder: H, old: int, new: int) -> None:
+        """``holder`` held ``old`` bytes and now holds ``new`` (the caller tracks ``old``)."""
+        self.total += new - old
+        if new:
+            self.charges[holder] = new
+        else:
+            self.charges.pop(holder, None)
+
+    @property
+    def over(self) -> bool:
+        return self.total > self.limit
+
+    def victim(self) -> H | None:
+        """The holder to end while the sum is above the limit: the one holding the most."""
+        if not self.charges or not self.over:
+            return None
+        return max(self.charges, key=self.charges.__getitem__)

@@ -32,6 +32,7 @@ async def metrics(request: web.Request) -> web.Response:
         if isinstance(actor.core, BoshSession)
     )
     state.metrics.held_requests.set(held)
+    state.metrics.upstream_queued.set(state.registry.upstream_budget.total)
     state.metrics.tasks.set(len(asyncio.all_tasks()))
     body = generate_latest(state.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

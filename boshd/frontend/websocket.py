@@ -230,6 +230,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         client_ip=ip,
         secure=is_secure(request, state.config),
         backlog_limit=config.limits.max_queue_size,
+        budget=state.registry.upstream_budget,
         metrics=state.metrics,
         log_payloads=config.log.payloads,
     )

@@ -14,6 +14,18 @@ the core's replay cache, and setting the result of an abandoned future is harmle
 
 If the core or an action raises (a bug), the session is ended with ``internal-server-error``,
 every waiting request is answered, the upstream connection is dropped, and the daemon lives on.
+
+Bytes on their way to the XMPP server are bounded (issue 13, G-LIM-02). What a session holds
+for its server is the client payload still in its inbox, what the core keeps until the stream
+opens (``core.upstream_pending``) and what the server has not read yet (the upstream write
+buffer). The actor recounts it after every input and whenever the write buffer drains, and
+charges the change to a :class:`~boshd.core.limits.QueueBudget` shared by all sessions, so the
+common case (nothing waiting) costs a few integer reads. Above ``limits.max_upstream_queue``
+the session is refused: the upstream connection is dropped at once (its buffer is freed), and
+the core gets :class:`UpstreamFailed` with ``policy-violation`` and the limit's name, which
+BOSH reports as a terminal binding condition and WebSocket as a stream error. Above
+``limits.max_upstream_queue_total`` for the whole process, the counts are made exact and the
+sessions holding the most are refused until the sum is within the limit again.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ from typing import Any, Protocol
 from boshd.core.conditions import STREAM_CONDITION_FOR, Condition
 from boshd.core.events import (
     Action,
+    BoshRequest,
     CloseUpstream,
     CloseWebSocket,
     ConnectUpstream,
@@ -44,8 +57,10 @@ from boshd.core.events import (
     UpstreamOpened,
     UpstreamStanzas,
     UpstreamStreamError,
+    WsStanza,
 )
 from boshd.core.framing import CLOSE_FRAME, stream_error_frame
+from boshd.core.limits import QueueBudget
 from boshd.core.stream import XmppStream
 from boshd.errors import ProtocolError, UpstreamError
 from boshd.metrics import Metrics
@@ -76,6 +91,12 @@ class Core(Protocol):
         """The upstream stream; None until a WebSocket client's first ``<open/>``."""
         ...
 
+    @property
+    def upstream_pending(self) -> int:
+        """Bytes of client payload the core holds for the server (before its stream opens);
+        a plain attribute in the cores, read after every input."""
+        ...
+
     def receive(self, item: Any, now: float) -> None: ...
 
     def upstream(self, event: Any, now: float) -> None: ...
@@ -103,6 +124,8 @@ class Upstream(Protocol):
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
+
+    def write_buffer_size(self) -> int: ...
 
 
 class ClientSocket(Protocol):
@@ -159,6 +182,16 @@ class _Inbox:
 FIRST_TOKEN = 1  # the first token an actor hands out (a BOSH session's creation request)
 
 
+def _client_bytes(item: Any) -> int:
+    """Bytes of payload for the server in a client input (0 for anything else)."""
+    kind = type(item)
+    if kind is WsStanza:
+        return len(item.data)
+    if kind is BoshRequest and item.payload:
+        return sum(map(len, item.payload))
+    return 0
+
+
 class SessionActor:
     """Owns one session's core and upstream connection; see the module docstring."""
 
@@ -166,6 +199,7 @@ class SessionActor:
     __slots__ = (
         "_backlog",
         "_backlog_limit",
+        "_budget",
         "_close_tasks",
         "_connect_task",
         "_connector",
@@ -184,6 +218,9 @@ class SessionActor:
         "_stepping",
         "_timer",
         "_timer_at",
+        "_up_charge",
+        "_up_inbox",
+        "_up_refused",
         "_waiters",
         "_wakeup",
         "_ws_close",
@@ -216,6 +253,7 @@ class SessionActor:
         client_ip: str = "",
         secure: bool = False,
         backlog_limit: int = 1 << 20,
+        budget: QueueBudget[SessionActor] | None = None,
         metrics: Metrics | None = None,
         log_payloads: bool = False,
     ) -> None:
@@ -257,6 +295,12 @@ class SessionActor:
         self._backlog = 0
         self._backlog_limit = backlog_limit
         self._paused = False
+        # Bytes on their way to the server (issue 13): client payload in the inbox, what is
+        # charged to the shared budget, and the limit that ended the session, if one did.
+        self._budget = budget
+        self._up_inbox = 0
+        self._up_charge = 0
+        self._up_refused: str | None = None
         self._parked = False  # the task waits for input with an empty inbox
         self._stepping = False  # an input is being processed right now
         self.created_at = self._loop.time()
@@ -292,6 +336,16 @@ class SessionActor:
                 # than buffering without bound.
                 self._paused = True
                 self.upstream.pause_reading()
+        elif self._budget is not None and (size := _client_bytes(item)):
+            # Issue 13: client payload waiting here is on its way to the server too (a
+            # WebSocket reader keeps posting while the task waits for a slow client).
+            if self._up_refused is not None and type(item) is WsStanza:
+                return  # the session is ending over that limit: nothing more goes up
+            self._up_inbox += size
+            self._inbox.append(item)
+            self._wake()
+            self._charge()
+            return
         self._inbox.append(item)
         self._wake()
 
@@ -365,6 +419,8 @@ class SessionActor:
                             self._paused = False
                             if self.upstream is not None:
                                 self.upstream.resume_reading()
+                    elif self._up_inbox:
+                        self._up_inbox -= _client_bytes(item)
                     self._dispatch(item, now)
                     if self._frames and self._ws_close is None:
                         self._write_frames_now()
@@ -455,6 +511,7 @@ class SessionActor:
                 payload_log.debug("[%s] %s %s", self.sid, prefix, chunk.decode(errors="replace"))
 
     def _execute(self, actions: list[Action]) -> None:
+        wrote = False
         for action in actions:
             if self._log_payloads or self._metrics is not None:
                 self._observe_output(action)
@@ -466,11 +523,13 @@ class SessionActor:
                 case SendUpstream(data):
                     if self.upstream is not None:
                         self.upstream.send(data)
+                        wrote = True
                 case ConnectUpstream():
                     self._connect_task = self._loop.create_task(self._connect(action))
                 case RestartUpstream(header):
                     if self.upstream is not None:
                         self.upstream.restart(header)
+                        wrote = True
                 case CloseUpstream(graceful):
                     self._close_upstream(graceful)
                 case SendFrame(data):
@@ -480,6 +539,88 @@ class SessionActor:
                 case SessionEnded():
                     self._ended = action
                     self._on_end(self, action)
+        # Issue 13: recount only if something may wait for the server; the common input (a
+        # stanza from the server, nothing pending) costs these few integer tests.
+        if self._budget is not None and (
+            wrote or self._up_charge or self._up_inbox or self.core.upstream_pending
+        ):
+            self._charge()
+
+    # ------------------------------------------------------------------ bytes toward the server
+
+    @property
+    def queued_upstream(self) -> int:
+        """Bytes this session holds for its server, as last counted (issue 13)."""
+        return self._up_charge
+
+    def upstream_drained(self) -> None:
+        """The upstream write buffer is empty again (UpstreamConnection.resume_writing)."""
+        if self._budget is not None:
+            self._charge()
+
+    def _charge(self, *, check: bool = True) -> None:
+        """Count what waits for the server; charge the change to the shared budget and
+        enforce limits.max_upstream_queue[_total] (issue 13, G-LIM-02)."""
+        budget = self._budget
+        if budget is None or self._up_refused is not None:
+            return
+        queued = self._up_inbox + self.core.upstream_pending
+        upstream = self.upstream
+        if upstream is not None:
+            queued += upstream.write_buffer_size()
+        old = self._up_charge
+        if queued == old:
+            return
+        self._up_charge = queued
+        budget.charge(self, old, queued)
+        if not check or queued < old:
+            return
+        if queued > budget.session_limit:
+            self._refuse_upstream("max_upstream_queue", queued, budget.session_limit)
+        elif budget.over:
+            # Buffers may have drained in part since they were counted: count exactly, then
+            # refuse the biggest holders (not the bystander whose few bytes tipped it over).
+            for holder in list(budget.charges):
+                holder._charge(check=False)
+            while (victim := budget.victim()) is not None:
+                victim._refuse_upstream(
+                    "max_upstream_queue_total", victim.queued_upstream, budget.limit
+                )
+
+    def _refuse_upstream(self, limit: str, queued: int, cap: int) -> None:
+        """End the session over ``limits.<limit>``: drop the upstream connection now (its
+        buffer goes with it), then let the core report policy-violation to the client."""
+        budget = self._budget
+        assert budget is not None
+        self._up_refused = limit
+        budget.charge(self, self._up_charge, 0)
+        self._up_charge = 0
+        log.warning(
+            "[%s] limits.%s exceeded: %d bytes waiting for the XMPP server (limit %d); "
+            "ending the session with policy-violation",
+            self.sid,
+            limit,
+            queued,
+            cap,
+        )
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.abort()
+        if self._connect_task is not None and not self._connect_task.done():
+            # Still connecting: nothing was opened that a close could wait for.
+            self._connect_task.cancel()
+            self.upstream = None
+        reason = f"more than limits.{limit} ({cap} bytes) waiting for the XMPP server"
+        # Posted from the loop, not from here: this may run inside another session's step.
+        self._loop.call_soon(
+            self.post, UpstreamFailed(Condition.POLICY_VIOLATION, reason, limit=limit)
+        )
+
+    def _release_charge(self) -> None:
+        if self._budget is not None and self._up_charge:
+            self._budget.charge(self, self._up_charge, 0)
+            self._up_charge = 0
+        self._up_refused = self._up_refused or "ended"
 
     def _write_frames_now(self) -> None:
         """Frames from the server go out at once when the socket can take them (the common
@@ -569,8 +710,12 @@ class SessionActor:
         self._answer_leftovers()  # cannot be needed if the core keeps its promise
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
-        if self._close_tasks:
-            await asyncio.gather(*self._close_tasks, return_exceptions=True)
+        try:
+            if self._close_tasks:
+                # Counted until the connection is closed: a graceful close still flushes.
+                await asyncio.gather(*self._close_tasks, return_exceptions=True)
+        finally:
+            self._release_charge()
         if self._ended is None:
             self._ended = SessionEnded(None, "finished")
             self._on_end(self, self._ended)
@@ -605,6 +750,7 @@ class SessionActor:
             "held_requests": getattr(core, "held_count", 0),
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            "upstream_queued": self._up_charge,
             "stanzas_in": getattr(core, "stanzas_up", 0),
             "stanzas_out": getattr(core, "stanzas_down", 0),
             "state": getattr(getattr(core, "state", None), "value", None),

@@ -17,7 +17,7 @@ from boshd.config import Config
 from boshd.core.bosh import BoshSession
 from boshd.core.conditions import Condition
 from boshd.core.events import ConnectUpstream, CreateRequest, ResponseBody, SessionEnded, Shutdown
-from boshd.core.limits import TokenBucket, address_key
+from boshd.core.limits import QueueBudget, TokenBucket, address_key
 from boshd.core.params import negotiate
 from boshd.errors import PolicyViolation, UpstreamError, UpstreamTimeout
 from boshd.metrics import Metrics
@@ -55,11 +55,18 @@ class Registry:
         self._keys: dict[str, str] = {}  # sid -> the key its session is counted under
         self.draining = False
         self._shed_timer: asyncio.TimerHandle | None = None
+        # Issue 13: bytes on their way to XMPP servers, per session and in total.
+        self.upstream_budget: QueueBudget[SessionActor] = QueueBudget(
+            config.limits.max_upstream_queue, config.limits.max_upstream_queue_total
+        )
 
     def reconfigure(self, config: Config) -> None:
-        """Apply a reloaded config; live sessions keep their negotiated parameters."""
+        """Apply a reloaded config; live sessions keep their negotiated parameters (the
+        bounds on bytes waiting for the server apply to every session at once)."""
         self.config = config
         self.router = Router(config.upstream)
+        self.upstream_budget.session_limit = config.limits.max_upstream_queue
+        self.upstream_budget.limit = config.limits.max_upstream_queue_total
 
     # ------------------------------------------------------------------ lookup
 
@@ -154,6 +161,7 @@ class Registry:
             client_ip=client_ip,
             secure=secure,
             backlog_limit=self.config.limits.max_queue_size,
+            budget=self.upstream_budget,
             metrics=self.metrics,
             log_payloads=self.config.log.payloads,
         )
@@ -234,6 +242,7 @@ class Registry:
                 actor.post,
                 max_stanza_bytes=self.config.limits.max_stanza_size,
                 label=actor.sid,
+                on_drained=actor.upstream_drained,
             )
             actor.upstream = conn
             actor.upstream_label = str(target)

@@ -14,6 +14,13 @@ XEP-0138 compression, ``-PLUS`` SASL mechanisms and channel-binding advertisemen
 
 SASL, resource binding and every stanza pass through untouched: the client authenticates
 itself with the server; boshd never sees a password except as relayed bytes.
+
+What the server has not read yet waits in the transport's write buffer. Its size is public
+(:meth:`UpstreamConnection.write_buffer_size`); the session actor adds it to what it holds for
+the server and ends the session above ``limits.max_upstream_queue`` (issue 13, G-LIM-02). The
+write-buffer limits are set so that asyncio calls :meth:`~UpstreamConnection.resume_writing`
+exactly when the buffer has drained completely; ``on_drained`` passes that on, so the count
+falls back to zero without polling.
 """
 
 from __future__ import annotations
@@ -62,6 +69,12 @@ CLOSE_TIMEOUT = 5.0  # B-TERM-04: how long to wait for the server's closing tag
 RECYCLE_EVERY = 256  # stanzas between two fresh expat parsers (see Splitter.recycle)
 
 Sink = Callable[[UpstreamEvent], None]
+
+# asyncio flow control: pause_writing() once anything at all is buffered (> 1 byte; the TLS
+# transport pauses at >= high, so high must not be 0 there), resume_writing() once the buffer
+# is empty again. Nothing stops writing on a pause: the pair only tells when it drained.
+WRITE_HIGH_WATER = 1
+WRITE_LOW_WATER = 0
 
 
 def stream_header(header: StreamHeader) -> bytes:
@@ -140,6 +153,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_closing",
         "_label",
         "_negotiating",
+        "_on_drained",
         "_quiet",
         "_server_end",
         "_since_recycle",
@@ -152,8 +166,16 @@ class UpstreamConnection(asyncio.Protocol):
         "target",
     )
 
-    def __init__(self, sink: Sink, *, max_stanza_bytes: int, label: str = "") -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        max_stanza_bytes: int,
+        label: str = "",
+        on_drained: Callable[[], None] | None = None,
+    ) -> None:
         self._sink = sink
+        self._on_drained = on_drained
         self._label = label
         self._splitter = Splitter(max_stanza_bytes=max_stanza_bytes)
         self._transport: asyncio.Transport | None = None
@@ -173,7 +195,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
-        self._transport = cast(asyncio.Transport, transport)
+        self._use(cast(asyncio.Transport, transport))
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -201,8 +223,25 @@ class UpstreamConnection(asyncio.Protocol):
         if self._since_recycle >= RECYCLE_EVERY and self._splitter.recycle():
             self._since_recycle = 0
 
+    def _use(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+
     def eof_received(self) -> bool | None:
         return None  # close the transport
+
+    def pause_writing(self) -> None:
+        """Something waits in the write buffer (the actor counts it after each write)."""
+
+    def resume_writing(self) -> None:
+        """The write buffer is empty again: let the session count that (issue 13)."""
+        if self._on_drained is not None:
+            self._on_drained()
+
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the kernel (the server is not reading)."""
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None else 0
 
     def shed_if_quiet(self) -> None:
         """Called every few seconds (Registry): a logged-in stream that received nothing
@@ -375,13 +414,16 @@ class UpstreamConnection(asyncio.Protocol):
         if not (isinstance(answer, ElementReady) and answer.stanza.name == "proceed"):
             raise UpstreamTLSError(f"{target}: STARTTLS refused")
         self._splitter.reset()
+        # The TCP transport now carries TLS records for asyncio's TLS layer: give it back
+        # asyncio's default flow control; ours goes on the TLS transport (see _use).
+        self._transport.set_write_buffer_limits()
         loop = asyncio.get_running_loop()
         transport = await loop.start_tls(
             self._transport, self, context, server_hostname=target.domain
         )
         if transport is None:
             raise UpstreamTLSError(f"{target}: TLS handshake failed")
-        self._transport = transport
+        self._use(transport)
         self._write(stream_header(header))
         return await self._read_header_and_features()
 

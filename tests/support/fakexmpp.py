@@ -10,6 +10,9 @@ minimal c2s server unless a test takes over:
 * ``</stream:stream>`` is answered with ``</stream:stream>`` and the socket is closed.
 
 Tests can switch any of that off (``auto=False`` or per-flag) and send raw bytes themselves.
+A connection can also stop reading (:meth:`FakeConnection.stop_reading`: a server that has
+stalled), and the server can be given a small receive buffer (``rcvbuf``) so that what the
+connection manager writes backs up in its own buffers after a few kilobytes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,6 +56,7 @@ class Behaviour:
     domain: str = "example.com"
     extra_header_attrs: str = ""
     starttls: ssl.SSLContext | None = None  # offer STARTTLS (required) with this context
+    stall: bool = False  # read nothing more once the first stream header is answered
 
 
 @dataclass
@@ -175,6 +180,8 @@ class FakeConnection(asyncio.Protocol):
             f"from='{b.domain}' version='1.0' xml:lang='en'{b.extra_header_attrs}>"
             + (features or "")
         )
+        if b.stall:
+            self.stop_reading()
         return stream_id
 
     def _on_element(self, element: Element) -> None:
@@ -230,6 +237,15 @@ class FakeConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def stop_reading(self) -> None:
+        """Read nothing more: the kernel buffers fill and the sender's writes back up."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
     def abort(self) -> None:
         """Reset the TCP connection (no closing tag)."""
         if self.transport is not None:
@@ -277,8 +293,9 @@ class FakeConnection(asyncio.Protocol):
 class FakeXmppServer:
     """Listens on 127.0.0.1:<free port>; every accepted connection is a FakeConnection."""
 
-    def __init__(self, behaviour: Behaviour | None = None) -> None:
+    def __init__(self, behaviour: Behaviour | None = None, *, rcvbuf: int | None = None) -> None:
         self.behaviour = behaviour or Behaviour()
+        self.rcvbuf = rcvbuf  # SO_RCVBUF of accepted sockets (set before listen())
         self.connections: list[FakeConnection] = []
         self._server: asyncio.Server | None = None
         self._accepted_event = asyncio.Event()
@@ -286,7 +303,13 @@ class FakeXmppServer:
 
     async def start(self) -> FakeXmppServer:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: FakeConnection(self), "127.0.0.1", 0)
+        if self.rcvbuf is None:
+            self._server = await loop.create_server(lambda: FakeConnection(self), "127.0.0.1", 0)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            sock.bind(("127.0.0.1", 0))
+            self._server = await loop.create_server(lambda: FakeConnection(self), sock=sock)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
