@@ -4,7 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= conf/boshd.toml
-APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation
+# prometheus: for its promtool (tests/protocol/test_metrics.py); Debian's package also enables a
+# Prometheus server on :9090 (`systemctl disable --now prometheus` if you do not want it).
+APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation prometheus
 BROWSER_DIR := tests/e2e/browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -18,7 +20,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-## system-deps: Debian packages the tests run for real (Prosody, nginx, Chromium, systemd tools); only if missing
+## system-deps: Debian packages the tests run for real (Prosody, nginx, Chromium, systemd tools, promtool); only if missing
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
