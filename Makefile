@@ -10,8 +10,10 @@ RUN_STAMP := $(VENV)/.stamp-run
 CONFIG ?= conf/boshd.toml
 DIST := dist
 # python3-venv: `make deb` builds /opt/boshd with Debian's python3; util-linux, iproute2: the
-# package test's private mount and network namespaces (unshare, setpriv, ip).
-APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation python3-venv util-linux iproute2
+# package test's private mount and network namespaces (unshare, setpriv, ip). prometheus: for
+# its promtool (tests/protocol/test_metrics.py); Debian's package also enables a Prometheus
+# server on :9090 (`systemctl disable --now prometheus` if you do not want it).
+APT_PACKAGES := prosody nginx systemd openssl chromium fonts-liberation python3-venv util-linux iproute2 prometheus
 BROWSER_DIR := tests/e2e/browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION = $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
@@ -36,7 +38,7 @@ $(RUN_STAMP): pyproject.toml
 	  set -ex; [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
 	  $(PY) -m pip install --quiet -e .; touch $@; fi
 
-## system-deps: Debian packages the tests run for real (Prosody, nginx, Chromium, systemd tools); only if missing
+## system-deps: Debian packages the tests run for real (Prosody, nginx, Chromium, systemd tools, promtool); only if missing
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -89,7 +89,9 @@ SECTION_TEXT = {
     "in upstream.domains (the Host header picks the domain).",
     "prebind": "Session prebinding for an application server (see docs/api.md).",
     "admin": "The admin API on its own listener (see docs/api.md); off unless listen is set.",
-    "limits": "Resource limits; each rejection is counted in `boshd_rejections`.",
+    "limits": (
+        'Resource limits; each rejection counts in `boshd_rejections_total{kind="limit:<name>"}`.'
+    ),
     "upstream": "Where sessions go: the XMPP servers and how to reach them.",
 }
 

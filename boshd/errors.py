@@ -75,24 +75,44 @@ class AddressingError(ProtocolError):
     condition = Condition.HOST_UNKNOWN
 
 
+#: What went wrong upstream, in one word: the ``reason`` label of
+#: ``boshd_upstream_failures_total`` (docs/deployment.md lists the same words).
+UPSTREAM_FAILURE_KINDS = {
+    "dns": "the name did not resolve to any address",
+    "refused": "the server's address refused the TCP connection",
+    "timeout": "no usable stream within upstream.connect_timeout",
+    "tls": "TLS failed: handshake, certificate, or STARTTLS not offered or refused",
+    "closed": "the server closed or reset the connection during the negotiation",
+    "network": "any other network error (unreachable, no route, ...)",
+    "protocol": "the server did not speak XMPP as expected (bad XML, no features)",
+    "config": "the server cannot work with boshd's settings for it (an operator must act)",
+}
+
+
 class UpstreamError(BoshdError):
-    """The upstream XMPP server could not be reached, or the connection broke."""
+    """The upstream XMPP server could not be reached, or the connection broke; ``kind`` is
+    one of :data:`UPSTREAM_FAILURE_KINDS`."""
 
     condition = Condition.REMOTE_CONNECTION_FAILED
+    kind = "network"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        if kind is not None:
+            self.kind = kind
 
 
 class UpstreamTimeout(UpstreamError):
-    pass
+    kind = "timeout"
 
 
 class UpstreamTLSError(UpstreamError):
-    pass
+    kind = "tls"
 
 
 class UpstreamMisconfigured(UpstreamError):
     """The server and boshd's configuration for it cannot work together (the server requires
     STARTTLS where the domain says ``tls = "plain"``): an operator has to act."""
+
+    kind = "config"

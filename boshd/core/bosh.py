@@ -52,6 +52,7 @@ from boshd.core.events import (
     BoshRejected,
     BoshRequest,
     CreateRequest,
+    EndCause,
     RequestAbandoned,
     Respond,
     ResponseBody,
@@ -120,6 +121,7 @@ class BoshSession:
         "_before_open",
         "_cache",
         "_early",
+        "_end_cause",
         "_end_condition",
         "_end_reason",
         "_held",
@@ -136,6 +138,7 @@ class BoshSession:
         "_queue_bytes",
         "_state",
         "_terminal",
+        "client",
         "created_at",
         "creation_rid",
         "jid",
@@ -159,8 +162,10 @@ class BoshSession:
         now: float,
         *,
         required_subject: str | None = None,
+        client: str = "",
     ) -> None:
         self.sid = sid
+        self.client = client  # the client's address, for log lines only
         self.required_subject = required_subject
         self.jid: str | None = None
         self.params = params
@@ -176,6 +181,7 @@ class BoshSession:
             ),
             route=params.route,
             label=sid,
+            client=client,
         )
         self._state = BoshState.CREATING
         self._actions: list[Action] = []
@@ -192,6 +198,7 @@ class BoshSession:
         self._terminal: ResponseBody | None = None
         self._end_condition: Condition | None = None
         self._end_reason = ""
+        self._end_cause = EndCause.INTERNAL
         self._last_response_at = now
         self._pause_until: float | None = None
         self._announce_server = False
@@ -218,8 +225,19 @@ class BoshSession:
 
     def _set_state(self, state: BoshState) -> None:
         if state is not self._state:
-            log.debug("[%s] bosh %s -> %s", self.sid, self._state.value, state.value)
+            log.debug(
+                "[%s] bosh %s -> %s client=%s",
+                self.sid,
+                self._state.value,
+                state.value,
+                self.client,
+            )
             self._state = state
+
+    @property
+    def domain(self) -> str:
+        """The XMPP domain of the session (the creation request's ``to``)."""
+        return self.stream.header.to
 
     @property
     def closed(self) -> bool:
@@ -270,7 +288,7 @@ class BoshSession:
                 if self.limits.max_age_uri
                 else _terminate(Condition.POLICY_VIOLATION)
             )
-            self._begin_ending(now, terminal, "maximum session age reached")
+            self._begin_ending(now, terminal, "maximum session age reached", EndCause.LIMIT)
             if self.closed:
                 return
         # B-PAY-05/06: a request is never held beyond wait; it gets an empty body.
@@ -279,8 +297,19 @@ class BoshSession:
         if not self._held:
             deadline = self._inactivity_deadline()
             if deadline is not None and now >= deadline:
-                # B-INACT-01: drop the session without telling the client.
-                self._end(now, None, "inactivity", notify=False)
+                # B-INACT-01: drop the session without telling the client. A session that
+                # was already ending (its terminal body waiting for the client) ended for
+                # that reason; the client's absence only kept it from being told.
+                if self._terminal is not None:
+                    self._end(
+                        now,
+                        self._end_condition,
+                        f"{self._end_reason} (the client did not come back to be told)",
+                        notify=False,
+                        cause=self._end_cause,
+                    )
+                else:
+                    self._end(now, None, "inactivity", notify=False, cause=EndCause.INACTIVITY)
 
     # ------------------------------------------------------------------ client requests
 
@@ -301,12 +330,12 @@ class BoshSession:
                 self._kill(now, req, PolicyViolation(f"traffic limit exceeded: {exceeded}"))
                 return
         if isinstance(req, BoshRejected):
-            log.info("[%s] request rejected: %s", self.sid, req.reason)
+            log.info("[%s] request rejected client=%s: %s", self.sid, self.client, req.reason)
             self._respond(
                 req.token, _terminate(req.condition), now, cache_rid=None, error=req.condition
             )
             self._bounce_queue()
-            self._end(now, req.condition, req.reason, notify=True)
+            self._end(now, req.condition, req.reason, notify=True, cause=EndCause.PROTOCOL)
             return
         try:
             self._accept(req, now)
@@ -323,12 +352,19 @@ class BoshSession:
 
     def _kill(self, now: float, req: BoshRequest, exc: ProtocolError) -> None:
         """``req`` broke a rule: it gets the condition, everything else other-request."""
-        log.info("[%s] rid %d: %s (%s)", self.sid, req.rid, exc.reason, exc.condition)
+        log.info(
+            "[%s] rid %d client=%s: %s (%s)",
+            self.sid,
+            req.rid,
+            self.client,
+            exc.reason,
+            exc.condition,
+        )
         self._respond(
             req.token, _terminate(exc.condition), now, cache_rid=None, error=exc.condition
         )
         self._bounce_queue()
-        self._end(now, exc.condition, exc.reason, notify=True)
+        self._end(now, exc.condition, exc.reason, notify=True, cause=EndCause.PROTOCOL)
 
     def _accept(self, req: BoshRequest, now: float) -> None:
         rid = req.rid
@@ -421,7 +457,12 @@ class BoshSession:
             self._before_open += req.payload  # sent as soon as the stream is open
             self.upstream_pending += sum(map(len, req.payload))
         elif req.payload:
-            log.info("[%s] payload dropped: upstream %s", self.sid, self.stream.phase.value)
+            log.info(
+                "[%s] payload dropped client=%s: upstream %s",
+                self.sid,
+                self.client,
+                self.stream.phase.value,
+            )
         if req.pause is not None and self.params.maxpause > 0:
             self._pause(req, now)
             return
@@ -481,7 +522,7 @@ class BoshSession:
             self._respond(req.token, EMPTY, now, cache_rid=None)
         else:
             self._respond(req.token, terminate, now, cache_rid=None)
-        self._end(now, None, "client terminate", notify=True)
+        self._end(now, None, "client terminate", notify=True, cause=EndCause.CLIENT)
 
     # ------------------------------------------------------------------ upstream
 
@@ -508,7 +549,12 @@ class BoshSession:
                 ):
                     # Issue 9: a token for alice cannot be used to log in as bob.
                     self._limit_hit = "auth_jid_mismatch"
-                    self._fail(now, Condition.POLICY_VIOLATION, f"bound {jid} is not the token's")
+                    self._fail(
+                        now,
+                        Condition.POLICY_VIOLATION,
+                        f"bound {jid} is not the token's",
+                        EndCause.LIMIT,
+                    )
             case UpstreamStanzas(stanzas) if self._terminal is not None:
                 pass  # ending on our own terms: nothing more is delivered
             case UpstreamStanzas(stanzas):
@@ -520,12 +566,19 @@ class BoshSession:
                 if self._queue_bytes > self.limits.max_queue_bytes:
                     # G-LIM-02: a client that does not collect its data cannot grow memory.
                     self._limit_hit = "max_queue_size"
-                    self._fail(now, Condition.POLICY_VIOLATION, "client queue overflow")
+                    self._fail(
+                        now, Condition.POLICY_VIOLATION, "client queue overflow", EndCause.LIMIT
+                    )
                     return
                 exceeded = self._meter.server(size, now)
                 if exceeded is not None:
                     self._limit_hit = f"session_{exceeded}"
-                    self._fail(now, Condition.POLICY_VIOLATION, f"traffic limit: {exceeded}")
+                    self._fail(
+                        now,
+                        Condition.POLICY_VIOLATION,
+                        f"traffic limit: {exceeded}",
+                        EndCause.LIMIT,
+                    )
                     return
                 self._flush(now)
             case UpstreamStreamError(error):
@@ -538,31 +591,36 @@ class BoshSession:
                     condition=Condition.REMOTE_STREAM_ERROR,
                     declare_stream_ns=True,
                 )
-                self._begin_ending(now, terminal, "upstream stream error")
+                self._begin_ending(now, terminal, "upstream stream error", EndCause.SERVER)
             case UpstreamClosed():
                 # B-TERM-06, A-10: deliver what is queued, then terminate without condition.
                 self.stream.ended_by_server()
-                self._begin_ending(now, ResponseBody(type="terminate"), "upstream closed")
+                self._begin_ending(
+                    now, ResponseBody(type="terminate"), "upstream closed", EndCause.SERVER
+                )
             case UpstreamFailed(condition, reason, limit):
                 # B-ERR-09: unreachable, TLS failure, connection lost; or G-LIM-02: boshd
                 # gave the connection up because too much was waiting for the server.
                 if limit is not None:
                     self._limit_hit = limit
                 self.stream.ended_by_server()
-                self._begin_ending(now, _terminate(condition), reason)
+                cause = EndCause.LIMIT if limit is not None else EndCause.UPSTREAM
+                self._begin_ending(now, _terminate(condition), reason, cause)
 
     def shutdown(self, now: float, condition: Condition = Condition.SYSTEM_SHUTDOWN) -> None:
         """The operator ends the session (B-ERR-07 drain, or an admin kill)."""
         if self._state is BoshState.CLOSED:
             return
-        self._fail(now, condition, condition.value)
+        self._fail(now, condition, condition.value, EndCause.OPERATOR)
 
-    def _fail(self, now: float, condition: Condition, reason: str) -> None:
+    def _fail(self, now: float, condition: Condition, reason: str, cause: EndCause) -> None:
         """End the session with a condition of ours; queued stanzas are bounced (X-UNAV-02)."""
         self._bounce_queue()
-        self._begin_ending(now, _terminate(condition), reason)
+        self._begin_ending(now, _terminate(condition), reason, cause)
 
-    def _begin_ending(self, now: float, terminal: ResponseBody, reason: str) -> None:
+    def _begin_ending(
+        self, now: float, terminal: ResponseBody, reason: str, cause: EndCause
+    ) -> None:
         """Close upstream; the terminal body goes to the oldest held request once the queue
         is delivered, or to the next request that arrives (until inactivity)."""
         self._terminal = terminal
@@ -570,6 +628,7 @@ class BoshSession:
         self._end_reason = reason
         self._before_open = ()  # never sent now: the stream will not open for it
         self.upstream_pending = 0
+        self._end_cause = cause
         self._actions.extend(_close_actions(self.stream))
         if self._state is BoshState.CREATING and self._queue:
             self._take_queue()  # never started: nothing useful to deliver first
@@ -595,7 +654,13 @@ class BoshSession:
             elif self._terminal is not None:
                 terminal = self._terminal
                 self._answer_oldest(now, terminal)
-                self._end(now, self._end_condition, self._end_reason, notify=True)
+                self._end(
+                    now,
+                    self._end_condition,
+                    self._end_reason,
+                    notify=True,
+                    cause=self._end_cause,
+                )
             elif len(self._held) > hold:
                 self._answer_oldest(now, EMPTY)  # B-PAY-07
             else:
@@ -693,7 +758,15 @@ class BoshSession:
 
     # ------------------------------------------------------------------ ending
 
-    def _end(self, now: float, condition: Condition | None, reason: str, *, notify: bool) -> None:
+    def _end(
+        self,
+        now: float,
+        condition: Condition | None,
+        reason: str,
+        *,
+        notify: bool,
+        cause: EndCause,
+    ) -> None:
         """Close the session: answer every open request, bounce or report queued data."""
         if self._state is BoshState.CLOSED:
             return
@@ -718,6 +791,7 @@ class BoshSession:
                     "undelivered": undelivered,
                 },
                 self._limit_hit,
+                EndCause.LIMIT if self._limit_hit else cause,
             )
         )
 
@@ -729,7 +803,12 @@ class BoshSession:
             if bounces:
                 self._actions.append(SendUpstream(bounces))
         elif undelivered:
-            log.warning("[%s] %d stanzas from upstream undelivered", self.sid, undelivered)
+            log.warning(
+                "[%s] %d stanzas from upstream undelivered client=%s",
+                self.sid,
+                undelivered,
+                self.client,
+            )
         self._queue.clear()
         self._queue_bytes = 0
         return undelivered

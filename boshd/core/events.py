@@ -8,6 +8,7 @@ bytes upstream, close a connection). The runtime consumes actions with ``match``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from boshd.core.conditions import Condition, StreamErrorCondition
 
@@ -220,13 +221,16 @@ class WsViolation:
     condition: StreamErrorCondition
     text: str = ""
     code: int = 1000  # WebSocket close code after the stream error (1003: binary data)
+    limit: str | None = None  # the configured limit the client exceeded, if that was it
 
 
 @dataclass(frozen=True, slots=True)
 class WsLost:
-    """The WebSocket closed or broke without a ``<close/>`` (A-24: keep SM resumable)."""
+    """The WebSocket closed or broke without a ``<close/>`` (A-24: keep SM resumable);
+    ``inactive``: because the client stopped answering pings."""
 
     reason: str = ""
+    inactive: bool = False
 
 
 # --------------------------------------------------------------------------- control inputs
@@ -306,14 +310,33 @@ class CloseWebSocket:
     code: int = 1000
 
 
+class EndCause(StrEnum):
+    """Why a session ended, in one word: the ``cause`` of the session end log line and of
+    ``boshd_sessions_ended_total`` (docs/deployment.md lists them). ``condition`` says what
+    the client was told; this says whose doing the end was."""
+
+    CLIENT = "client"  # the client ended it: BOSH terminate, WebSocket <close/>
+    SERVER = "server"  # the XMPP server closed its stream, or ended it with a stream error
+    UPSTREAM = "upstream"  # the XMPP server could not be reached or used, or the link broke
+    INACTIVITY = "inactivity"  # BOSH inactivity; WebSocket: no <open/> in time, no pong
+    LOST = "lost"  # the WebSocket connection closed or broke without <close/>
+    PROTOCOL = "protocol"  # the client broke a protocol rule (bad request, rid, XML, ...)
+    LIMIT = "limit"  # a configured limit ([limits], [auth] JID match) ended it
+    REDIRECT = "redirect"  # websocket.see_other_uri sent the client elsewhere
+    OPERATOR = "operator"  # a drain (SIGTERM) or an admin kill
+    INTERNAL = "internal"  # a bug in boshd (logged with its traceback)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionEnded:
-    """The session is over; ``condition`` is None for a clean end. Emitted exactly once."""
+    """The session is over; ``condition`` is None for an end without an error condition
+    (which is not always a clean one: see ``cause``). Emitted exactly once."""
 
     condition: Condition | None
     reason: str = ""
     stats: dict[str, int] = field(default_factory=dict, compare=False)
     limit: str | None = None  # the configured limit that ended the session, if any
+    cause: EndCause = EndCause.INTERNAL
 
 
 Action = (

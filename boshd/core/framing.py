@@ -36,6 +36,7 @@ from boshd.core.conditions import STREAM_CONDITION_FOR, Condition, StreamErrorCo
 from boshd.core.events import (
     Action,
     CloseWebSocket,
+    EndCause,
     SendFrame,
     SendUpstream,
     SessionEnded,
@@ -94,8 +95,10 @@ class WsSession:
         max_age: float = 0.0,
         max_age_uri: str = "",
         required_subject: str | None = None,
+        client: str = "",
     ) -> None:
         self.sid = sid
+        self.client = client  # the client's address, for log lines only
         self.required_subject = required_subject
         self.jid: str | None = None
         self.created_at = now
@@ -125,9 +128,22 @@ class WsSession:
     def state(self) -> WsState:
         return self._state
 
+    @property
+    def domain(self) -> str | None:
+        """The XMPP domain the client asked for in its first ``<open/>`` (None before it)."""
+        if self.stream is not None:
+            return self.stream.header.to
+        return self._client_open.to if self._client_open is not None else None
+
     def _set_state(self, state: WsState) -> None:
         if state is not self._state:
-            log.debug("[%s] websocket %s -> %s", self.sid, self._state.value, state.value)
+            log.debug(
+                "[%s] websocket %s -> %s client=%s",
+                self.sid,
+                self._state.value,
+                state.value,
+                self.client,
+            )
             self._state = state
 
     @property
@@ -154,14 +170,27 @@ class WsSession:
                 self._close_upstream(graceful=True)
                 uri = quoteattr(self.max_age_uri)
                 self._send(f"<close xmlns='{FRAMING_NS}' see-other-uri={uri}/>".encode())
-                self._finish(Condition.SEE_OTHER_URI, "maximum session age reached", code=1000)
+                self._finish(
+                    Condition.SEE_OTHER_URI,
+                    "maximum session age reached",
+                    code=1000,
+                    cause=EndCause.LIMIT,
+                )
             else:
-                self._fail(StreamErrorCondition.POLICY_VIOLATION, "maximum session age reached")
+                self._fail(
+                    StreamErrorCondition.POLICY_VIOLATION,
+                    "maximum session age reached",
+                    cause=EndCause.LIMIT,
+                )
             return
         if self._open_deadline is not None and now >= self._open_deadline:
             self._open_deadline = None
             if self._state is WsState.AWAIT_OPEN:
-                self._fail(StreamErrorCondition.CONNECTION_TIMEOUT, "no <open/> received")
+                self._fail(
+                    StreamErrorCondition.CONNECTION_TIMEOUT,
+                    "no <open/> received",
+                    cause=EndCause.INACTIVITY,
+                )
 
     # ------------------------------------------------------------------ client input
 
@@ -172,7 +201,11 @@ class WsSession:
             exceeded = self._meter.client(len(item.data) if isinstance(item, WsStanza) else 0, now)
             if exceeded is not None:
                 self._limit_hit = f"session_{exceeded}"
-                self._fail(StreamErrorCondition.POLICY_VIOLATION, f"traffic limit: {exceeded}")
+                self._fail(
+                    StreamErrorCondition.POLICY_VIOLATION,
+                    f"traffic limit: {exceeded}",
+                    cause=EndCause.LIMIT,
+                )
                 return
         match item:
             case WsOpen():
@@ -183,13 +216,17 @@ class WsSession:
                 # W-CLOSE-02: close upstream cleanly, answer <close/>, close the WebSocket.
                 self._close_upstream(graceful=True)
                 self._send(CLOSE_FRAME)
-                self._finish(None, "client closed", code=1000)
-            case WsViolation(condition, text, code):
-                self._fail(condition, text, code)
-            case WsLost(reason):
+                self._finish(None, "client closed", code=1000, cause=EndCause.CLIENT)
+            case WsViolation(condition, text, code, limit):
+                if limit is not None:
+                    self._limit_hit = limit
+                cause = EndCause.LIMIT if limit is not None else EndCause.PROTOCOL
+                self._fail(condition, text, code, cause=cause)
+            case WsLost(reason, inactive):
                 # A-24, W-CLOSE-05: no closing tag, so XEP-0198 can resume the session.
                 self._close_upstream(graceful=False)
-                self._finish(None, reason or "connection lost", code=None)
+                cause = EndCause.INACTIVITY if inactive else EndCause.LOST
+                self._finish(None, reason or "connection lost", code=None, cause=cause)
 
     def _client_opened(self, item: WsOpen) -> None:
         if self._state is WsState.AWAIT_OPEN:
@@ -199,17 +236,21 @@ class WsSession:
                 # W-SOU-01: redirect instead of <open/>; nothing is connected upstream.
                 uri = quoteattr(self.see_other_uri)
                 self._send(f"<close xmlns='{FRAMING_NS}' see-other-uri={uri}/>".encode())
-                self._finish(Condition.SEE_OTHER_URI, "redirected", code=1000)
+                self._finish(
+                    Condition.SEE_OTHER_URI, "redirected", code=1000, cause=EndCause.REDIRECT
+                )
                 return
             if not item.to:
                 # W-OPEN-11, C-ERR-03: open (from our own name or empty), host-unknown, close.
                 self._authoritative = False
-                self._fail(StreamErrorCondition.HOST_UNKNOWN, "no 'to' in <open/>")
+                self._fail(
+                    StreamErrorCondition.HOST_UNKNOWN, "no 'to' in <open/>", cause=EndCause.PROTOCOL
+                )
                 return
             header = StreamHeader(
                 to=item.to, lang=item.lang or "en", from_=item.from_, version="1.0"
             )
-            self.stream = XmppStream(header, label=self.sid)
+            self.stream = XmppStream(header, label=self.sid, client=self.client)
             self._actions.append(self.stream.connect())
             self._set_state(WsState.CONNECTING)
         elif self._state is WsState.OPEN and self.stream is not None:
@@ -219,19 +260,29 @@ class WsSession:
                 # new <open/> is answered (not in that domain's name) before the error.
                 self._authoritative = False
                 self._send_open(None, None)
-                self._fail(StreamErrorCondition.HOST_UNKNOWN, "not the session's domain")
+                self._fail(
+                    StreamErrorCondition.HOST_UNKNOWN,
+                    "not the session's domain",
+                    cause=EndCause.PROTOCOL,
+                )
                 return
             # W-RST-01/02: restart = new header on the same TCP connection.
             self._actions.append(self.stream.restart(item.to, item.lang, item.from_))
             self._set_state(WsState.RESTARTING)
         else:
             # W-OPEN-09: never a second parallel stream.
-            self._fail(StreamErrorCondition.POLICY_VIOLATION, "unexpected <open/>")
+            self._fail(
+                StreamErrorCondition.POLICY_VIOLATION, "unexpected <open/>", cause=EndCause.PROTOCOL
+            )
 
     def _client_stanza(self, data: bytes) -> None:
         if self._state is WsState.AWAIT_OPEN:
             # W-OPEN-02: the first message must be <open/>.
-            self._fail(StreamErrorCondition.BAD_FORMAT, "first message must be <open/>")
+            self._fail(
+                StreamErrorCondition.BAD_FORMAT,
+                "first message must be <open/>",
+                cause=EndCause.PROTOCOL,
+            )
         elif self._state in (WsState.CONNECTING, WsState.RESTARTING) and not (
             self.stream is not None and self.stream.usable
         ):
@@ -255,6 +306,7 @@ class WsSession:
                     UPSTREAM_QUEUE_TEXT,
                     event.condition,
                     log_reason=event.reason,
+                    cause=EndCause.LIMIT,
                 )
             return
         match event:
@@ -273,12 +325,20 @@ class WsSession:
                     self.required_subject, jid
                 ):
                     self._limit_hit = "auth_jid_mismatch"
-                    self._fail(StreamErrorCondition.POLICY_VIOLATION, "JID does not match token")
+                    self._fail(
+                        StreamErrorCondition.POLICY_VIOLATION,
+                        "JID does not match token",
+                        cause=EndCause.LIMIT,
+                    )
             case UpstreamStanzas(stanzas):
                 exceeded = self._meter.server(sum(len(s.data) for s in stanzas), now)
                 if exceeded is not None:
                     self._limit_hit = f"session_{exceeded}"
-                    self._fail(StreamErrorCondition.POLICY_VIOLATION, f"traffic limit: {exceeded}")
+                    self._fail(
+                        StreamErrorCondition.POLICY_VIOLATION,
+                        f"traffic limit: {exceeded}",
+                        cause=EndCause.LIMIT,
+                    )
                     return
                 for stanza in stanzas:  # W-FRM-06: one element per message
                     self._send(stanza.data)
@@ -290,14 +350,19 @@ class WsSession:
                 self._send(error.data)
                 self._send(CLOSE_FRAME)
                 self._close_upstream(graceful=True)
-                self._finish(Condition.REMOTE_STREAM_ERROR, "upstream stream error", code=1000)
+                self._finish(
+                    Condition.REMOTE_STREAM_ERROR,
+                    "upstream stream error",
+                    code=1000,
+                    cause=EndCause.SERVER,
+                )
             case UpstreamClosed():
                 # W-CLOSE-03: the server closed: <close/>, then the closing handshake.
                 self.stream.ended_by_server()
                 self._ensure_open_sent()
                 self._send(CLOSE_FRAME)
                 self._close_upstream(graceful=True)
-                self._finish(None, "upstream closed", code=1000)
+                self._finish(None, "upstream closed", code=1000, cause=EndCause.SERVER)
             case UpstreamFailed(condition, reason, limit):
                 # W-ERR-04/05: unreachable, TLS failure, or lost mid-session. The detailed
                 # reason (addresses, certificate details) is logged, not told to the client.
@@ -313,6 +378,7 @@ class WsSession:
                     UPSTREAM_QUEUE_TEXT if limit is not None else _PUBLIC_TEXT.get(condition, ""),
                     condition,
                     log_reason=reason,
+                    cause=EndCause.LIMIT if limit is not None else EndCause.UPSTREAM,
                 )
 
     # ------------------------------------------------------------------ operator
@@ -322,7 +388,9 @@ class WsSession:
         if self._state is WsState.CLOSED:
             return
         self._close_upstream(graceful=True)
-        self._error_and_close(STREAM_CONDITION_FOR[condition], "", condition)
+        self._error_and_close(
+            STREAM_CONDITION_FOR[condition], "", condition, cause=EndCause.OPERATOR
+        )
 
     # ------------------------------------------------------------------ helpers
 
@@ -353,10 +421,12 @@ class WsSession:
         if not self._opened_to_client:
             self._send_open(None, None)
 
-    def _fail(self, condition: StreamErrorCondition, text: str, code: int = 1000) -> None:
+    def _fail(
+        self, condition: StreamErrorCondition, text: str, code: int = 1000, *, cause: EndCause
+    ) -> None:
         """We detected a stream-level problem on the client leg (C-ERR-01)."""
         self._close_upstream(graceful=True)
-        self._error_and_close(condition, text, _BOSH_CONDITION.get(condition), code)
+        self._error_and_close(condition, text, _BOSH_CONDITION.get(condition), code, cause=cause)
 
     def _error_and_close(
         self,
@@ -365,12 +435,14 @@ class WsSession:
         ended: Condition | None,
         code: int = 1000,
         log_reason: str = "",
+        *,
+        cause: EndCause,
     ) -> None:
         self._ensure_open_sent()
         self._send(stream_error_frame(condition, text))
         self._send(CLOSE_FRAME)
         reason = log_reason or text or condition.value
-        self._finish(ended or Condition.UNDEFINED_CONDITION, reason, code=code)
+        self._finish(ended or Condition.UNDEFINED_CONDITION, reason, code=code, cause=cause)
 
     def _close_upstream(self, graceful: bool) -> None:
         if self.stream is not None:
@@ -378,7 +450,9 @@ class WsSession:
             if action is not None:
                 self._actions.append(action)
 
-    def _finish(self, condition: Condition | None, reason: str, *, code: int | None) -> None:
+    def _finish(
+        self, condition: Condition | None, reason: str, *, code: int | None, cause: EndCause
+    ) -> None:
         self._before_open.clear()  # never sent now: the stream will not open for it
         self.upstream_pending = 0
         if code is not None:
@@ -390,6 +464,7 @@ class WsSession:
                 reason,
                 {"stanzas_up": self.stanzas_up, "stanzas_down": self.stanzas_down},
                 self._limit_hit,
+                EndCause.LIMIT if self._limit_hit else cause,
             )
         )
 

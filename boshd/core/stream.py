@@ -58,6 +58,7 @@ class XmppStream:
     __slots__ = (
         "_close_requested",
         "_phase",
+        "client",
         "header",
         "label",
         "restarts",
@@ -65,10 +66,13 @@ class XmppStream:
         "server",
     )
 
-    def __init__(self, header: StreamHeader, route: str | None = None, label: str = "") -> None:
+    def __init__(
+        self, header: StreamHeader, route: str | None = None, label: str = "", client: str = ""
+    ) -> None:
         self.header = header
         self.route = route
-        self.label = label
+        self.label = label  # the session's sid; label and client are for log lines only
+        self.client = client
         self._phase = StreamPhase.IDLE
         self.server: ServerStreamInfo | None = None
         self.restarts = 0
@@ -80,7 +84,13 @@ class XmppStream:
 
     def _set_phase(self, phase: StreamPhase) -> None:
         if phase is not self._phase:
-            log.debug("[%s] upstream stream %s -> %s", self.label, self._phase.value, phase.value)
+            log.debug(
+                "[%s] upstream stream %s -> %s client=%s",
+                self.label,
+                self._phase.value,
+                phase.value,
+                self.client,
+            )
             self._phase = phase
 
     @property

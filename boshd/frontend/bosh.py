@@ -27,6 +27,7 @@ from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import cors_headers, preflight
 from boshd.frontend.state import APP_STATE, AppState, client_ip, is_secure
 from boshd.frontend.view import RequestView
+from boshd.logjson import capped, fields, shown
 from boshd.runtime.actor import SessionActor
 from boshd.wire import body as wire
 from boshd.wire.parser import XmlTooLarge, parse_body
@@ -50,6 +51,15 @@ class HttpAnswer:
     cors: dict[str, str] | None = None
     close: bool = False
     silent: bool = False
+    outcome: str = ""  # for boshd_http_requests_total; "" = read from the status
+
+    def counted_as(self) -> str:
+        """The ``outcome`` label this answer counts under (see :data:`metrics.OUTCOMES`)."""
+        if self.outcome:
+            return self.outcome
+        if self.status >= 500:
+            return "failed"
+        return "refused" if self.status >= 400 else "answered"
 
     def headers(self) -> dict[str, str]:
         """B-HTTP-05: a Content-Length response, never chunked (the writers set the length);
@@ -76,14 +86,36 @@ class Pending:
 Outcome = HttpAnswer | Pending | Coroutine[Any, Any, HttpAnswer]
 """What :func:`process` returns: an answer now, one a session will give, or work to await."""
 
+# A terminate body's condition -> the outcome its request counts under. A request answered
+# with the end of its session (clean, redirected, drained) was answered; one that broke a
+# rule or named no live session was refused; the rest could not be served.
+_OUTCOME_OF: dict[Condition | None, str] = {
+    None: "answered",
+    Condition.OTHER_REQUEST: "answered",
+    Condition.SEE_OTHER_URI: "answered",
+    Condition.SYSTEM_SHUTDOWN: "answered",
+    Condition.REMOTE_STREAM_ERROR: "answered",  # the server's own error, relayed whole
+    Condition.REMOTE_CONNECTION_FAILED: "failed",
+    Condition.INTERNAL_SERVER_ERROR: "failed",
+    Condition.UNDEFINED_CONDITION: "failed",
+}
+
+
+def count(state: AppState, answer: HttpAnswer) -> None:
+    """Count a BOSH request by what became of it (boshd_http_requests_total)."""
+    state.metrics.bosh_outcomes[answer.counted_as()].inc()
+
 
 def _reply(
     body: ResponseBody,
     status: int = 200,
     content_type: str = DEFAULT_CONTENT_TYPE,
     cors: dict[str, str] | None = None,
+    outcome: str = "",
 ) -> HttpAnswer:
-    return HttpAnswer(status, wire.serialize(body), content_type, cors)
+    if not outcome:
+        outcome = _OUTCOME_OF.get(body.condition, "refused")
+    return HttpAnswer(status, wire.serialize(body), content_type, cors, outcome=outcome)
 
 
 def _terminate(condition: Condition) -> ResponseBody:
@@ -135,20 +167,25 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     state: AppState = request.app[APP_STATE]
     origin = request.headers.get("Origin")
     cors = None if origin is None else cors_headers(state.config.cors, origin)
-    state.metrics.bosh_received.inc()
     refusal = browser_refusal(state, request, origin, cors)
     if refusal is not None:
+        count(state, refusal)
         return to_response(refusal)  # the body is never read
     try:
-        data = await _read(request, state.config.limits.max_body_size)
-    except BodyTooLarge as exc:
-        state.metrics.rejections.labels("limit:max_body_size").inc()
-        outcome: Outcome = _reject_unparsed(
-            state, exc.head, PolicyViolation(exc.reason), request, cors
-        )
-    else:
-        outcome = process(state, request, data, cors)
-    answer = await settle(state, outcome)
+        try:
+            data = await _read(request, state.config.limits.max_body_size)
+        except BodyTooLarge as exc:
+            state.metrics.rejections.labels("limit:max_body_size").inc()
+            outcome: Outcome = _reject_unparsed(
+                state, exc.head, PolicyViolation(exc.reason), request, cors
+            )
+        else:
+            outcome = process(state, request, data, cors)
+        answer = await settle(state, outcome)
+    except Exception:
+        count(state, HttpAnswer(500, b""))  # aiohttp answers 500 and logs the error
+        raise
+    count(state, answer)
     if answer.silent and request.transport is not None:
         request.transport.close()  # B-HTTP-14: nothing is answered
         raise web.HTTPBadRequest(headers=answer.cors)
@@ -180,12 +217,14 @@ def browser_refusal(
     else:
         return None
     state.metrics.rejections.labels(kind).inc()
+    ip = client_ip(request, state.config)
     log.info(
-        "refused a %s from %s (Origin %r): %s",
+        "refused a %s from %s (Origin %s): %s",
         request.method,
-        client_ip(request, state.config),
-        origin,
+        ip,
+        shown(origin),
         reason.decode().rstrip(),
+        extra=fields(client=ip, transport="bosh", reason=kind),
     )
     return HttpAnswer(403, reason, "text/plain; charset=utf-8")
 
@@ -215,7 +254,7 @@ def process(
         state.schema.check(root)
     except BadRequest as exc:
         state.metrics.rejections.labels("schema").inc()
-        return _reject_parsed(state, root, exc, cors)
+        return _reject_parsed(state, root, exc, request, cors)
     if wire.is_creation(root):
         return _create(state, root, request, cors)
     return _to_session(state, request, root.get("sid", ""), len(data), cors, root, 0)
@@ -241,10 +280,12 @@ def _to_session(
         # B-HTTP-14: a TLS session continued over plain HTTP (directly, or as a trusted proxy
         # reports it): close without answering, keep the session alive.
         state.metrics.rejections.labels("insecure").inc()
+        ip = client_ip(request, state.config)
         log.warning(
             "[%s] plain-HTTP request for a TLS session from %s",
             sid,
-            client_ip(request, state.config),
+            ip,
+            extra=fields(sid=sid, client=ip, transport="bosh", reason="insecure"),
         )
         return HttpAnswer(400, b"", cors=cors, close=True, silent=True)
     actor.client_activity(nbytes_in=size)
@@ -285,7 +326,7 @@ async def _create(
     except AuthRefused as exc:
         # Issue 9: refused before any upstream connection; non-legacy clients get the BOSH
         # condition, legacy ones the HTTP status.
-        log.info("session refused for %s: %s", ip, exc.reason)
+        _refused(ip, root.get("to"), Condition.POLICY_VIOLATION, exc.reason)
         state.metrics.rejections.labels(f"auth:{exc.status}").inc()
         status = exc.status if legacy else 200
         return _reply(_terminate(Condition.POLICY_VIOLATION), status, cors=cors)
@@ -298,19 +339,41 @@ async def _create(
             subject=identity.subject if identity else None,
         )
     except ProtocolError as exc:
-        log.info("session refused: %s (%s)", exc.reason, exc.condition)
+        _refused(ip, root.get("to"), exc.condition, exc.reason)
         state.metrics.rejections.labels(f"create:{exc.condition.value}").inc()
         status = (exc.legacy_status or 200) if legacy else 200
-        return _reply(_terminate(exc.condition), status, cors=cors)
+        return _reply(_terminate(exc.condition), status, cors=cors, outcome="refused")
     body, status = await future
     return _answer(state, actor, body, status, cors)
 
 
+def _refused(ip: str, domain: str | None, condition: Condition, reason: str) -> None:
+    """The log line of a BOSH session creation that was refused."""
+    log.info(
+        "session refused transport=bosh client=%s domain=%s: %s (%s)",
+        ip,
+        shown(domain),
+        reason,
+        condition,
+        extra=fields(
+            client=ip,
+            transport="bosh",
+            domain=capped(domain),
+            condition=condition.value,
+            reason=reason,
+        ),
+    )
+
+
 async def _reject_parsed(
-    state: AppState, root: etree._Element, exc: BadRequest, cors: dict[str, str] | None
+    state: AppState,
+    root: etree._Element,
+    exc: BadRequest,
+    request: RequestView,
+    cors: dict[str, str] | None,
 ) -> HttpAnswer:
     """A parsed body failed the schema: bad-request, and its session (if any) ends."""
-    log.info("bad request: %s", exc.reason)
+    log.info("bad request from %s: %s", client_ip(request, state.config), exc.reason)
     sid = root.get("sid")
     actor = state.registry.get(sid, "bosh") if sid else None
     if actor is not None:

@@ -44,7 +44,7 @@ from boshd.frontend import bosh
 from boshd.frontend.cors import cors_headers, preflight_answer
 from boshd.frontend.deadline import ClockedProtocol, expire
 from boshd.frontend.inert import INERT_FIELDS, SERVER_FIELD, inert_errors
-from boshd.frontend.state import APP_STATE, AppState
+from boshd.frontend.state import APP_STATE, AppState, client_ip
 
 log = logging.getLogger("boshd.http")
 
@@ -527,18 +527,21 @@ class FastBoshProtocol(asyncio.Protocol):
             self._write(answer, head.keep_alive_10)
             return
         cors = None if origin is None else cors_headers(state.config.cors, origin)
-        state.metrics.bosh_received.inc()
         refusal = bosh.browser_refusal(state, request, origin, cors)
         if refusal is not None:
+            bosh.count(state, refusal)
             self._write(refusal, head.keep_alive_10)
             return
         try:
             outcome = bosh.process(state, request, body, cors)
         except Exception:
-            log.exception("BOSH request failed")
-            self._write(_internal_error(cors), head.keep_alive_10)
+            log.exception("BOSH request from %s failed", client_ip(request, state.config))
+            answer = _internal_error(cors)
+            bosh.count(state, answer)
+            self._write(answer, head.keep_alive_10)
             return
         if isinstance(outcome, bosh.HttpAnswer):
+            bosh.count(state, outcome)
             self._write(outcome, head.keep_alive_10)
             return
         self._busy = True
@@ -559,7 +562,7 @@ class FastBoshProtocol(asyncio.Protocol):
             else:
                 answer = pending.answer(self._server.state)
         except Exception:
-            log.exception("BOSH answer failed")
+            log.exception("BOSH answer to %s failed", self._remote)
             answer = _internal_error(pending.cors)
         self._finish(answer, keep_alive_10)
 
@@ -570,13 +573,15 @@ class FastBoshProtocol(asyncio.Protocol):
         if task.cancelled():
             answer = _internal_error(cors)
         elif task.exception() is not None:
-            log.error("BOSH request failed", exc_info=task.exception())
+            log.error("BOSH request from %s failed", self._remote, exc_info=task.exception())
             answer = _internal_error(cors)
         else:
             answer = task.result()
         self._finish(answer, keep_alive_10)
 
     def _finish(self, answer: bosh.HttpAnswer, keep_alive_10: bool) -> None:
+        """Write the answer of a request that had to wait (a session's, or a creation)."""
+        bosh.count(self._server.state, answer)
         self._busy = False
         self._write(answer, keep_alive_10)
         if not self._done:
@@ -594,7 +599,7 @@ class FastBoshProtocol(asyncio.Protocol):
         try:
             data = self._encode(answer, keep_alive_10)
         except ValueError as exc:  # a header value that cannot be sent as it is
-            log.error("BOSH answer not sent: %s", exc)
+            log.error("BOSH answer to %s not sent: %s", self._remote, exc)
             self._close_after = True
             data = self._encode(_internal_error(None), keep_alive_10)
         transport.write(data)

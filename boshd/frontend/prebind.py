@@ -35,6 +35,7 @@ from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
 from boshd.core.ns import BIND_NS, SASL_NS, STREAMS_NS
 from boshd.errors import ProtocolError
 from boshd.frontend.state import APP_STATE, AppState, bearer_matches, client_ip, is_secure
+from boshd.logjson import shown
 from boshd.runtime.actor import SessionActor
 from boshd.upstream.connection import parse_stanza
 
@@ -111,11 +112,22 @@ async def handle_prebind(request: web.Request) -> web.Response:
         async with asyncio.timeout(PREBIND_TIMEOUT):
             result = await _prebind(state, request, domain, mechanism, initial, resource)
     except PrebindError as exc:
-        log.info("prebind for %s failed: %s %s", jid, exc.error, exc.text)
+        log.info(
+            "prebind for %s failed client=%s: %s %s",
+            shown(jid),
+            client_ip(request, state.config),
+            exc.error,
+            exc.text,
+        )
         return _error(exc.status, exc.error, exc.text)
     except TimeoutError:
         return _error(504, "remote-connection-failed", "the XMPP server did not answer in time")
-    log.info("prebound %s as session %s", result["jid"], result["sid"])
+    log.info(
+        "[%s] prebound %s client=%s",
+        result["sid"],
+        shown(result["jid"]),
+        client_ip(request, state.config),
+    )
     return web.json_response(result)
 
 

@@ -27,6 +27,7 @@ from boshd.errors import ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import origin_allowed
 from boshd.frontend.state import APP_STATE, client_ip, is_secure
+from boshd.logjson import fields, shown
 from boshd.metrics import Metrics
 from boshd.runtime.actor import SessionActor
 from boshd.runtime.registry import new_sid
@@ -118,14 +119,19 @@ class _MaskingReader:
     """Sits in front of aiohttp's frame reader and fails the connection with 1002 on the
     first unmasked client frame (RFC 6455 §5.1, W-MSG-04)."""
 
-    def __init__(self, inner: Any, transport: asyncio.Transport) -> None:
+    def __init__(self, inner: Any, transport: asyncio.Transport, client: str) -> None:
         self._inner = inner
         self._transport = transport
+        self._client = client
         self._check = MaskCheck()
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         if not self._check.feed(data):
-            log.info("unmasked client frame: closing with 1002")
+            log.info(
+                "unmasked client frame from %s: closing with 1002",
+                self._client,
+                extra=fields(client=self._client, transport="websocket", reason="unmasked frame"),
+            )
             self._transport.write(b"\x88\x02\x03\xea")  # Close, code 1002 (protocol error)
             self._transport.close()
             return True, b""
@@ -139,14 +145,14 @@ class _MaskingReader:
         return getattr(self._inner, name)
 
 
-def _require_masking(request: web.Request, ws: web.WebSocketResponse) -> None:
+def _require_masking(request: web.Request, ws: web.WebSocketResponse, client: str) -> None:
     protocol = request.protocol
     inner = getattr(protocol, "_payload_parser", None)
     transport = request.transport
     if inner is None or transport is None:  # pragma: no cover - aiohttp internals changed
         log.warning("cannot check WebSocket masking with this aiohttp version")
         return
-    protocol._payload_parser = _MaskingReader(inner, transport)
+    protocol._payload_parser = _MaskingReader(inner, transport, client)
 
 
 def offered_protocols(request: web.Request) -> list[str]:
@@ -158,31 +164,45 @@ def offered_protocols(request: web.Request) -> list[str]:
     ]
 
 
+def _refused(ip: str, reason: str) -> None:
+    log.info(
+        "websocket refused client=%s: %s",
+        ip,
+        reason,
+        extra=fields(client=ip, transport="websocket", reason=reason),
+    )
+
+
 async def handle_ws(request: web.Request) -> web.StreamResponse:
     state = request.app[APP_STATE]
     config = state.config
+    ip = client_ip(request, config)
     if SUBPROTOCOL not in offered_protocols(request):
         # W-HS-03, A-18: no half-working sessions; refuse before any upstream connection.
         state.metrics.rejections.labels("ws:no-subprotocol").inc()
+        _refused(ip, "no 'xmpp' subprotocol offered")
         raise web.HTTPBadRequest(
             text="This is an XMPP WebSocket endpoint (RFC 7395): offer the 'xmpp' "
             "subprotocol in Sec-WebSocket-Protocol.\n"
         )
-    if not origin_allowed(config.cors, request.headers.get("Origin")):
+    origin = request.headers.get("Origin")
+    if not origin_allowed(config.cors, origin):
         # W-HS-05, G-ORIG-01: cross-site WebSocket hijacking; refused before anything starts.
         state.metrics.rejections.labels("ws:origin").inc()
+        _refused(ip, f"origin {shown(origin)} not in cors.allowed_origins")
         raise web.HTTPForbidden(text="origin not allowed\n")
-    ip = client_ip(request, config)
     try:
         identity = await state.auth.check(request)
     except AuthRefused as exc:
         # Issue 9: refused before the upgrade and before any upstream connection.
         state.metrics.rejections.labels(f"auth:{exc.status}").inc()
+        _refused(ip, exc.reason)
         raise _refusal(exc) from None
     subject = identity.subject if identity else None
     try:
         state.registry.admit(ip)
     except ProtocolError as exc:
+        _refused(ip, exc.reason)
         if state.registry.draining:
             raise web.HTTPServiceUnavailable(text=f"{exc.reason}\n") from None
         raise web.HTTPTooManyRequests(text=f"{exc.reason}\n") from None
@@ -209,7 +229,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="WebSocket upgrade required\n")
     await ws.prepare(request)
-    _require_masking(request, ws)
+    _require_masking(request, ws, ip)
     loop = asyncio.get_running_loop()
     sid = new_sid()
     core = WsSession(
@@ -220,6 +240,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         max_age=config.limits.max_session_age,
         max_age_uri=config.limits.max_session_age_uri,
         required_subject=state.registry.required_subject(subject),
+        client=ip,
     )
     actor = SessionActor(
         sid,
@@ -238,16 +259,20 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     actor.socket = socket
     actor.subject = subject
     state.registry.register(actor)
-    reason = "client went away"
+    reason, inactive = "client went away", False
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
                 state.metrics.ws_bytes_in.inc(len(msg.data))
                 actor.client_activity(nbytes_in=len(msg.data))
                 if len(msg.data) > limit:
-                    state.metrics.rejections.labels("limit:max_message_size").inc()
+                    # Counted in boshd_rejections_total by the session's end (its limit).
                     actor.post(
-                        WsViolation(StreamErrorCondition.POLICY_VIOLATION, "message too large")
+                        WsViolation(
+                            StreamErrorCondition.POLICY_VIOLATION,
+                            "message too large",
+                            limit="max_message_size",
+                        )
                     )
                 else:
                     actor.post(read_message(msg.data, max_bytes=limit))
@@ -262,8 +287,11 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                 reason = f"websocket error: {ws.exception()}"
                 break
     finally:
+        if isinstance(ws.exception(), TimeoutError):  # aiohttp's heartbeat: no pong in time
+            reason, inactive = "no answer to pings (websocket.ping_interval)", True
         if not actor.ended:
-            actor.post(WsLost(reason))  # A-24: keeps the server's XEP-0198 session resumable
+            # A-24: keeps the server's XEP-0198 session resumable
+            actor.post(WsLost(reason, inactive))
         if actor.task is not None:
             await asyncio.wait({actor.task}, timeout=SESSION_END_WAIT)
     return ws

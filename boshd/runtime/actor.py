@@ -43,6 +43,7 @@ from boshd.core.events import (
     CloseUpstream,
     CloseWebSocket,
     ConnectUpstream,
+    EndCause,
     RequestAbandoned,
     Respond,
     ResponseBody,
@@ -63,6 +64,7 @@ from boshd.core.framing import CLOSE_FRAME, stream_error_frame
 from boshd.core.limits import QueueBudget
 from boshd.core.stream import XmppStream
 from boshd.errors import ProtocolError, UpstreamError
+from boshd.logjson import capped, fields, shown
 from boshd.metrics import Metrics
 
 log = logging.getLogger("boshd.session")
@@ -389,8 +391,8 @@ class SessionActor:
         try:
             self._dispatch(item, self._loop.time())
         except Exception:
-            log.exception("[%s] session crashed", self.sid)
-            self._crash("internal error", Condition.INTERNAL_SERVER_ERROR)
+            log.exception("[%s] session crashed client=%s", self.sid, self.client_ip)
+            self._crash("internal error", Condition.INTERNAL_SERVER_ERROR, EndCause.INTERNAL)
             self._wake()
             return
         if self._frames and self._ws_close is None:
@@ -439,11 +441,11 @@ class SessionActor:
                     continue
                 await self._sleep_until(deadline)
         except asyncio.CancelledError:
-            self._crash("cancelled", Condition.SYSTEM_SHUTDOWN)
+            self._crash("cancelled", Condition.SYSTEM_SHUTDOWN, EndCause.OPERATOR)
             raise
         except Exception:
-            log.exception("[%s] session crashed", self.sid)
-            self._crash("internal error", Condition.INTERNAL_SERVER_ERROR)
+            log.exception("[%s] session crashed client=%s", self.sid, self.client_ip)
+            self._crash("internal error", Condition.INTERNAL_SERVER_ERROR, EndCause.INTERNAL)
         finally:
             await self._finish()
 
@@ -487,12 +489,22 @@ class SessionActor:
                 self._stanzas_down.inc(len(item.stanzas))
             if self._log_payloads and payload_log.isEnabledFor(logging.DEBUG):
                 for stanza in item.stanzas:
-                    payload_log.debug("[%s] << %s", self.sid, stanza.data.decode(errors="replace"))
+                    payload_log.debug(
+                        "[%s] client=%s << %s",
+                        self.sid,
+                        self.client_ip,
+                        stanza.data.decode(errors="replace"),
+                    )
         elif self._log_payloads and payload_log.isEnabledFor(logging.DEBUG):
             data = getattr(item, "payload", None) or (getattr(item, "data", None),)
             for chunk in data:
                 if isinstance(chunk, bytes):
-                    payload_log.debug("[%s] < %s", self.sid, chunk.decode(errors="replace"))
+                    payload_log.debug(
+                        "[%s] client=%s < %s",
+                        self.sid,
+                        self.client_ip,
+                        chunk.decode(errors="replace"),
+                    )
 
     def _observe_output(self, action: Action) -> None:
         if isinstance(action, SendUpstream):
@@ -508,7 +520,13 @@ class SessionActor:
             return
         if self._log_payloads and payload_log.isEnabledFor(logging.DEBUG):
             for chunk in chunks:
-                payload_log.debug("[%s] %s %s", self.sid, prefix, chunk.decode(errors="replace"))
+                payload_log.debug(
+                    "[%s] client=%s %s %s",
+                    self.sid,
+                    self.client_ip,
+                    prefix,
+                    chunk.decode(errors="replace"),
+                )
 
     def _execute(self, actions: list[Action]) -> None:
         wrote = False
@@ -648,12 +666,28 @@ class SessionActor:
             # ProtocolError: the domain turned out not to be served (host-unknown): the
             # client's doing. An UpstreamError is the server's or the configuration's.
             level = logging.WARNING if isinstance(exc, UpstreamError) else logging.INFO
-            log.log(level, "[%s] upstream: %s", self.sid, exc.reason)
+            log.log(
+                level,
+                "[%s] upstream failed client=%s domain=%s: %s",
+                self.sid,
+                self.client_ip,
+                shown(action.header.to),
+                exc.reason,
+                extra=fields(
+                    sid=self.sid,
+                    client=self.client_ip,
+                    transport=self.transport,
+                    domain=capped(action.header.to),
+                    condition=exc.condition.value,
+                    reason=exc.reason,
+                    upstream=self.upstream_label or None,
+                ),
+            )
             self.post(UpstreamFailed(exc.condition, exc.reason))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("[%s] connecting upstream failed", self.sid)
+            log.exception("[%s] connecting upstream failed client=%s", self.sid, self.client_ip)
             self.post(UpstreamFailed(Condition.REMOTE_CONNECTION_FAILED, str(exc)))
 
     def _close_upstream(self, graceful: bool) -> None:
@@ -669,7 +703,7 @@ class SessionActor:
     def _close_task_done(self, task: asyncio.Task[None]) -> None:
         self._close_tasks.pop(task, None)
 
-    def _crash(self, reason: str, condition: Condition) -> None:
+    def _crash(self, reason: str, condition: Condition, cause: EndCause) -> None:
         """Answer everything, drop upstream, report the end; used when the core cannot go on.
 
         A BOSH client gets its waiting requests answered with ``condition``; a WebSocket
@@ -689,7 +723,7 @@ class SessionActor:
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self._ended is None:
-            self._ended = SessionEnded(condition, reason)
+            self._ended = SessionEnded(condition, reason, cause=cause)
             self._on_end(self, self._ended)
 
     def _answer_leftovers(self) -> None:
@@ -717,13 +751,25 @@ class SessionActor:
         finally:
             self._release_charge()
         if self._ended is None:
-            self._ended = SessionEnded(None, "finished")
+            self._ended = SessionEnded(None, "finished", cause=EndCause.INTERNAL)
             self._on_end(self, self._ended)
 
     # ------------------------------------------------------------------ introspection
 
     def age(self) -> float:
         return self._loop.time() - self.created_at
+
+    @property
+    def domain(self) -> str | None:
+        """The XMPP domain the client asked for (a WebSocket learns it from ``<open/>``)."""
+        domain: str | None = getattr(self.core, "domain", None)
+        return domain
+
+    @property
+    def jid(self) -> str | None:
+        """The full JID the server bound, once it has."""
+        jid: str | None = getattr(self.core, "jid", None)
+        return jid
 
     def client_activity(self, nbytes_in: int = 0, nbytes_out: int = 0) -> None:
         self.bytes_in += nbytes_in

@@ -1,7 +1,12 @@
 """All live sessions: creation, lookup by sid, the upstream connector, the end of each session.
 
-One INFO log line is written when a session starts and one when it ends (sid, transport,
-client IP, upstream, duration, end condition); payloads never appear at INFO (G-LOG-01).
+One INFO log line is written when a session starts and one when it ends; payloads and
+credentials never appear at INFO (G-LOG-01). The start line names the sid, transport, client
+address, domain and the [auth] subject; the end line adds the bound JID, the upstream
+address, duration, bytes each way, the cause (:class:`~boshd.core.events.EndCause`), the
+condition and the reason. A BOSH session knows its domain when it is created; a WebSocket
+learns it from the client's first ``<open/>``, so its start line is written then (or with
+its end line, if it never names one).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from boshd.core.events import ConnectUpstream, CreateRequest, ResponseBody, Sess
 from boshd.core.limits import QueueBudget, TokenBucket, address_key
 from boshd.core.params import negotiate
 from boshd.errors import PolicyViolation, UpstreamError, UpstreamTimeout
-from boshd.metrics import Metrics
+from boshd.logjson import capped, fields, shown
+from boshd.metrics import Metrics, domain_label
 from boshd.runtime.actor import FIRST_TOKEN, SessionActor, Upstream
 from boshd.upstream.connection import UpstreamConnection
 from boshd.upstream.routing import Router
@@ -53,6 +59,7 @@ class Registry:
         self.per_ip: Tally[str] = Tally()
         self._rates: dict[str, TokenBucket] = {}
         self._keys: dict[str, str] = {}  # sid -> the key its session is counted under
+        self._unannounced: set[str] = set()  # sessions whose start line waits for a domain
         self.draining = False
         self._shed_timer: asyncio.TimerHandle | None = None
         # Issue 13: bytes on their way to XMPP servers, per session and in total.
@@ -100,7 +107,7 @@ class Registry:
             return
         key = address_key(client_ip, limits.ipv6_prefix_length)
         if self.per_ip[key] >= limits.max_sessions_per_ip:
-            self._refuse("max_sessions_per_ip", key)
+            self._refuse("max_sessions_per_ip")
         if limits.session_rate_per_ip > 0:
             now = asyncio.get_running_loop().time()
             bucket = self._rates.get(key)
@@ -110,11 +117,11 @@ class Registry:
                 window = limits.session_burst_per_ip / limits.session_rate_per_ip
                 bucket = self._rates[key] = TokenBucket(limits.session_burst_per_ip, window, now)
             if not bucket.take(1, now):
-                self._refuse("session_rate_per_ip", key)
+                self._refuse("session_rate_per_ip")
 
-    def _refuse(self, limit: str, key: str = "") -> NoReturn:
+    def _refuse(self, limit: str) -> NoReturn:
+        """Count and raise; the front that asked logs the refusal, with the client."""
         self.metrics.rejections.labels(f"limit:{limit}").inc()
-        log.info("session refused: limits.%s%s", limit, f" for {key}" if key else "")
         raise PolicyViolation(f"limits.{limit} reached")
 
     def _forget_idle_rates(self, now: float) -> None:
@@ -151,6 +158,7 @@ class Registry:
             limits,
             loop.time(),
             required_subject=self.required_subject(subject),
+            client=client_ip,
         )
         actor = SessionActor(
             sid,
@@ -189,12 +197,29 @@ class Registry:
         self.per_ip[key] += 1
         self.metrics.sessions_created.labels(actor.transport).inc()
         self.metrics.sessions_active.labels(actor.transport).inc()
+        if actor.domain:
+            self._announce(actor)
+        else:
+            self._unannounced.add(actor.sid)
+
+    def _announce(self, actor: SessionActor) -> None:
+        """The session's start line (see the module docstring)."""
+        self._unannounced.discard(actor.sid)
+        domain = actor.domain
         log.info(
-            "[%s] session start transport=%s client=%s subject=%s",
+            "[%s] session start transport=%s client=%s domain=%s subject=%s",
             actor.sid,
             actor.transport,
             actor.client_ip,
-            actor.subject or "-",
+            shown(domain),
+            shown(actor.subject),
+            extra=fields(
+                sid=actor.sid,
+                client=actor.client_ip,
+                transport=actor.transport,
+                domain=capped(domain),
+                subject=actor.subject,
+            ),
         )
 
     def _shed(self) -> None:
@@ -222,6 +247,8 @@ class Registry:
 
     async def connect(self, actor: SessionActor, action: ConnectUpstream) -> Upstream:
         """Resolve and connect within upstream.connect_timeout, all of it (G-UP-02)."""
+        if actor.sid in self._unannounced:
+            self._announce(actor)  # a WebSocket's domain is known from now on
         timeout = self.config.upstream.connect_timeout
         try:
             async with asyncio.timeout(timeout):
@@ -230,12 +257,21 @@ class Registry:
             if actor.upstream is not None:
                 actor.upstream.abort()
             actor.upstream = None
+            self._upstream_failed(action, "timeout")
             raise UpstreamTimeout(f"no usable upstream stream within {timeout:g}s") from None
+
+    def _upstream_failed(self, action: ConnectUpstream, kind: str) -> None:
+        domain = domain_label(action.header.to, self.config.upstream.domains)
+        self.metrics.upstream_failures.labels(domain, kind).inc()
 
     async def _connect(self, actor: SessionActor, action: ConnectUpstream) -> Upstream:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        targets = await self.router.resolve(action.header.to, action.route)
+        try:
+            targets = await self.router.resolve(action.header.to, action.route)
+        except UpstreamError as exc:
+            self._upstream_failed(action, exc.kind)
+            raise
         last: UpstreamError | None = None
         for target in targets:
             conn = UpstreamConnection(
@@ -250,7 +286,7 @@ class Registry:
                 await conn.open(target, action.header, self.config.upstream.connect_timeout)
             except UpstreamError as exc:
                 last = exc
-                self.metrics.upstream_failures.labels(type(exc).__name__).inc()
+                self._upstream_failed(action, exc.kind)
                 continue
             self.metrics.upstream_connect_seconds.observe(loop.time() - started)
             return conn
@@ -261,6 +297,8 @@ class Registry:
     # ------------------------------------------------------------------ ending
 
     def ended(self, actor: SessionActor, ended: SessionEnded) -> None:
+        if actor.sid in self._unannounced:
+            self._announce(actor)  # one start line for every end line
         if self.sessions.get(actor.sid) is actor:
             del self.sessions[actor.sid]
             key = self._keys.pop(actor.sid, actor.client_ip)
@@ -269,19 +307,48 @@ class Registry:
                 del self.per_ip[key]
             self.metrics.sessions_active.labels(actor.transport).dec()
         condition = ended.condition.value if ended.condition else "none"
-        self.metrics.sessions_ended.labels(actor.transport, condition).inc()
+        domain = actor.domain
+        self.metrics.sessions_ended.labels(
+            actor.transport,
+            domain_label(domain, self.config.upstream.domains),
+            ended.cause.value,
+            condition,
+        ).inc()
         if ended.limit:
             self.metrics.rejections.labels(f"limit:{ended.limit}").inc()
+        duration = actor.age()
+        jid = actor.jid
         log.info(
-            "[%s] session end transport=%s client=%s upstream=%s duration=%.1fs "
-            "condition=%s reason=%s",
+            "[%s] session end transport=%s client=%s domain=%s jid=%s upstream=%s "
+            "duration=%.1fs bytes_in=%d bytes_out=%d cause=%s condition=%s reason=%s",
             actor.sid,
             actor.transport,
             actor.client_ip,
+            shown(domain),
+            shown(jid),
             actor.upstream_label or "-",
-            actor.age(),
+            duration,
+            actor.bytes_in,
+            actor.bytes_out,
+            ended.cause.value,
             condition,
-            ended.reason,
+            shown(ended.reason, spaces=True),
+            extra=fields(
+                sid=actor.sid,
+                client=actor.client_ip,
+                transport=actor.transport,
+                domain=capped(domain),
+                jid=capped(jid),
+                subject=actor.subject,
+                upstream=actor.upstream_label or None,
+                duration=round(duration, 3),
+                bytes_in=actor.bytes_in,
+                bytes_out=actor.bytes_out,
+                cause=ended.cause.value,
+                condition=condition,
+                reason=ended.reason,
+                limit=ended.limit,
+            ),
         )
 
     async def drain(self, timeout: float, condition: Condition = Condition.SYSTEM_SHUTDOWN) -> None:

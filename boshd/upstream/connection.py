@@ -141,6 +141,17 @@ def _is_features(stanza: Stanza) -> bool:
     return stanza.name == "features" and stanza.ns == STREAMS_NS
 
 
+def _os_error_kind(exc: OSError) -> str:
+    """The ``reason`` word of boshd_upstream_failures_total for a socket error."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+        return "closed"
+    return "network"
+
+
 def _has_child(stanza: Stanza, tag: str) -> bool:
     return parse_stanza(stanza.data).find(tag) is not None
 
@@ -256,7 +267,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._transport = None
         if self._negotiating is not None:
             self._negotiating.put_nowait(
-                UpstreamError(f"connection closed during negotiation: {exc or 'EOF'}")
+                UpstreamError(f"connection closed during negotiation: {exc or 'EOF'}", "closed")
             )
         elif not self._closing and not self._server_end.done():
             self._sink(
@@ -314,7 +325,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _deliver_failure(self, reason: str) -> None:
         if self._negotiating is not None:
-            self._negotiating.put_nowait(UpstreamError(reason))
+            self._negotiating.put_nowait(UpstreamError(reason, "protocol"))
         elif not self._closing:
             self._server_ended()
             self._sink(UpstreamFailed(Condition.REMOTE_CONNECTION_FAILED, reason))
@@ -335,7 +346,7 @@ class UpstreamConnection(asyncio.Protocol):
             raise UpstreamTLSError(f"{target}: TLS failed: {exc}") from None
         except OSError as exc:
             self.abort()
-            raise UpstreamError(f"{target}: {exc.strerror or exc}") from None
+            raise UpstreamError(f"{target}: {exc.strerror or exc}", _os_error_kind(exc)) from None
         except UpstreamError:
             self.abort()
             raise
@@ -390,7 +401,7 @@ class UpstreamConnection(asyncio.Protocol):
     async def _read_header_and_features(self) -> tuple[StreamStart, Stanza | None]:
         start = await self._next()
         if not isinstance(start, StreamStart):
-            raise UpstreamError(f"expected a stream header, got {type(start).__name__}")
+            raise UpstreamError(f"expected a stream header, got {type(start).__name__}", "protocol")
         event = await self._next()
         match event:
             case ElementReady(stanza) if _is_features(stanza):
@@ -401,7 +412,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._negotiating.put_nowait(event)
                 return start, None
             case _:
-                raise UpstreamError(f"expected stream features, got {event!r}")
+                raise UpstreamError(f"expected stream features, got {event!r}", "protocol")
 
     async def _starttls(
         self, target: Target, header: StreamHeader, context: ssl.SSLContext | None

@@ -226,7 +226,7 @@ class Router:
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
-            raise UpstreamError(f"cannot resolve {host!r}: {exc}") from None
+            raise UpstreamError(f"cannot resolve {host!r}: {exc}", "dns") from None
         addresses = [a for a in dict.fromkeys(normalize(str(info[4][0])) for info in infos) if a]
         allowed = [a for a in addresses if self.config.allow_private_addresses or is_public(a)]
         if not allowed:
@@ -260,5 +260,5 @@ class Router:
                 f"{domain!r} resolves to a non-public address", Condition.HOST_UNKNOWN
             )
         if not targets:
-            raise UpstreamError(f"no address found for {domain!r}")
+            raise UpstreamError(f"no address found for {domain!r}", "dns")
         return targets

@@ -38,6 +38,8 @@ class SplitterError(UpstreamError):
     an oversized element. ``stream_condition`` is what to tell the server (RFC 6120 §4.9.3);
     ``events`` holds those completed in the failing :meth:`Splitter.feed` before the fault."""
 
+    kind = "protocol"
+
     def __init__(
         self,
         reason: str,

@@ -914,10 +914,11 @@ async def test_every_listener_says_server_boshd_without_versions(
 async def test_session_log_lines_and_no_sasl_at_info(
     daemon_factory: DaemonFactory, prosody: PrivateProsody
 ) -> None:
-    """G-LOG-01: at log.level=info there is one line per session start and one per end (sid,
-    transport, client IP, upstream, duration, end condition), and neither the PLAIN
-    credential nor any stanza payload is logged; after a reload to log.level=debug (without
-    log.payloads) DEBUG lines appear but credentials still do not."""
+    """G-LOG-01: at log.level=info there is one line per session start (sid, transport,
+    client IP, domain) and one per end (the same, the bound JID, upstream, duration, bytes
+    each way, cause, end condition), and neither the PLAIN credential nor any stanza payload
+    is logged; after a reload to log.level=debug (without log.payloads) DEBUG lines appear but
+    credentials still do not (issue 16 item 5)."""
     daemon = await daemon_factory(prosody_config(prosody))
     async with (
         BoshClient(daemon.bosh_url, prosody.domain, wait=10) as bosh,
@@ -941,12 +942,14 @@ async def test_session_log_lines_and_no_sasl_at_info(
     bosh_start = [line for line in starts if f"[{sid}]" in line]
     assert len(bosh_start) == 1
     assert " INFO " in bosh_start[0]
-    assert "transport=bosh client=127.0.0.1" in bosh_start[0]
+    domain = re.escape(prosody.domain)
+    assert f"transport=bosh client=127.0.0.1 domain={prosody.domain} " in bosh_start[0]
     bosh_end = [line for line in ends if f"[{sid}]" in line]
     assert len(bosh_end) == 1
     assert re.search(
-        rf"transport=bosh client=127\.0\.0\.1 {upstream}\S* .*duration=\d+(\.\d+)?s "
-        r"condition=none",
+        rf"transport=bosh client=127\.0\.0\.1 domain={domain} jid=alice@{domain}/\S+ "
+        rf"{upstream}\S* .*duration=\d+(\.\d+)?s bytes_in=[1-9]\d* bytes_out=[1-9]\d* "
+        r"cause=client condition=none",
         bosh_end[0],
     ), bosh_end[0]
     ws_start = [line for line in starts if "transport=websocket" in line]
@@ -956,8 +959,11 @@ async def test_session_log_lines_and_no_sasl_at_info(
     ws_sid = re.search(r"\[([^\]]+)\] session start", ws_start[0])
     assert ws_sid is not None
     assert f"[{ws_sid.group(1)}]" in ws_end[0]
+    assert f"client=127.0.0.1 domain={prosody.domain} " in ws_start[0]
     assert re.search(
-        rf"client=127\.0\.0\.1 {upstream}\S* .*duration=\d+(\.\d+)?s condition=none",
+        rf"client=127\.0\.0\.1 domain={domain} jid=bob@{domain}/\S+ {upstream}\S* "
+        r".*duration=\d+(\.\d+)?s bytes_in=[1-9]\d* bytes_out=[1-9]\d* cause=client "
+        r"condition=none",
         ws_end[0],
     ), ws_end[0]
 
@@ -990,6 +996,36 @@ async def test_session_log_lines_and_no_sasl_at_info(
     assert " DEBUG " in after
     for secret in (plain_credential("alice", USERS["alice"]), plain_credential("bob", "bob-pw")):
         assert secret not in after, secret
+
+
+async def test_json_log_lines_carry_separate_fields(
+    daemon_factory: DaemonFactory, prosody: PrivateProsody
+) -> None:
+    """log.format = "json": every line is one JSON object; a session's start and end lines
+    carry sid, client, transport, domain, jid, duration, bytes, cause, condition and reason
+    as fields of their own, the JID being the one Prosody bound; no credential appears
+    (issue 16 item 5, G-LOG-01)."""
+    daemon = await daemon_factory(prosody_config(prosody, log={"format": "json"}))
+    async with BoshClient(daemon.bosh_url, prosody.domain, wait=10) as bosh:
+        await bosh.login("alice", USERS["alice"], "PLAIN")
+        jid, sid = bosh.jid, bosh.sid
+        await bosh.terminate()
+    await daemon.wait_log(f"[{sid}] session end")
+    entries = [json.loads(line) for line in daemon.log_lines() if line.startswith("{")]
+    (start,) = [e for e in entries if e.get("sid") == sid and " session start " in e["msg"]]
+    (end,) = [e for e in entries if e.get("sid") == sid and " session end " in e["msg"]]
+    assert (start["client"], start["transport"], start["domain"]) == (
+        "127.0.0.1",
+        "bosh",
+        prosody.domain,
+    )
+    assert end["jid"] == jid
+    assert (end["domain"], end["cause"], end["condition"]) == (prosody.domain, "client", "none")
+    assert end["reason"] == "client terminate"
+    assert end["duration"] >= 0
+    assert end["bytes_in"] > 0
+    assert end["bytes_out"] > 0
+    assert plain_credential("alice", USERS["alice"]) not in daemon.log_text()
 
 
 async def test_log_payloads_logs_stanzas_at_debug(

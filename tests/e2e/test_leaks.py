@@ -200,7 +200,8 @@ async def test_abandoned_bosh_sessions_leave_nothing_behind(
         ended = sum(
             v
             for k, v in samples.items()
-            if k.startswith('boshd_sessions_ended_total{condition="none",transport="bosh"')
+            if k.startswith('boshd_sessions_ended_total{cause="inactivity",condition="none",')
+            and k.endswith(',transport="bosh"}')
         )
         elapsed = time.monotonic() - began
     total = (WARM_ROUNDS + 1) * N_BOSH

@@ -4,7 +4,7 @@
 private Prosody of the test's own. Right before the signal every client sends one message
 to a native (slixmpp) observer connected to Prosody directly, and the test waits only until
 boshd has *received* them all (BOSH: the previously held request was answered because the
-message request arrived; WebSocket: boshd's ``boshd_client_bytes_received_total`` grew by
+message request arrived; WebSocket: boshd's ``boshd_client_received_bytes_total`` grew by
 the frames' length), and until every BOSH session has a request held
 (``boshd_bosh_held_requests``). Then SIGTERM:
 
@@ -46,7 +46,7 @@ N_WS = 50
 USERS = 10  # accounts the 200 sessions are spread over (20 resources each)
 PASSWORD = "load-pw"
 GRACEFUL = 8.0
-WS_BYTES = 'boshd_client_bytes_received_total{transport="websocket"}'
+WS_BYTES = 'boshd_client_received_bytes_total{transport="websocket"}'
 HELD = "boshd_bosh_held_requests"
 
 

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+import boshd
 from tests.protocol.conftest import DOMAIN, AppFactory, Bosh, registry_of
 from tests.support.fakexmpp import FakeXmppServer
 
@@ -25,11 +26,18 @@ MESSAGE = (
 
 
 def documented_metrics() -> dict[str, tuple[str, set[str]]]:
-    """name -> (type, label names) from the metrics table of docs/deployment.md."""
+    """family name -> (type, label names) from the metrics table of docs/deployment.md (which
+    names counters as exposed, with ``_total``; a parsed family's name has none)."""
     text = DEPLOYMENT_DOC.read_text(encoding="utf-8")
     rows = re.findall(r"^\| `(boshd_\w+)` \| (\w+) \| ([^|]*) \|", text, flags=re.MULTILINE)
     assert rows, "no metrics table in docs/deployment.md"
-    return {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+    return {
+        name.removesuffix("_total") if kind == "counter" else name: (
+            kind,
+            set(re.findall(r"`(\w+)`", labels)),
+        )
+        for name, kind, labels in rows
+    }
 
 
 async def scrape(client: TestClient, path: str = "/metrics") -> dict[str, dict[str, float]]:
@@ -48,9 +56,11 @@ async def scrape(client: TestClient, path: str = "/metrics") -> dict[str, dict[s
 
 
 def value(families: dict[str, dict[str, float]], key: str) -> float:
-    """One sample (``name{labels}``); 0.0 if it has not been exposed yet."""
+    """One sample (``name{labels}``); 0.0 if that labelled child has not been exposed yet. The
+    family itself must exist, so a renamed metric fails the test instead of reading 0."""
     family = re.sub(r"(_total|_created|_bucket|_count|_sum)?\{.*$", "", key)
-    return families.get(family, {}).get(key, 0.0)
+    assert family in families, f"no metric family {family!r} in /metrics"
+    return families[family].get(key, 0.0)
 
 
 async def ws_login(client: TestClient) -> aiohttp.ClientWebSocketResponse:
@@ -140,8 +150,8 @@ async def test_metrics_has_documented_families_after_sessions(
     assert value(live, "boshd_bosh_held_requests{}") == 1
     assert value(live, "boshd_upstream_connect_seconds_count{}") == 2
     assert value(live, "boshd_upstream_connect_seconds_bucket{le=+Inf}") == 2
-    assert value(live, "boshd_client_bytes_received_total{transport=bosh}") > 0
-    assert value(live, "boshd_client_bytes_sent_total{transport=bosh}") > 0
+    assert value(live, "boshd_client_received_bytes_total{transport=bosh}") > 0
+    assert value(live, "boshd_client_sent_bytes_total{transport=bosh}") > 0
 
     await ws.send_str(MESSAGE)
     await (await fake.connection(1)).stanza("message")
@@ -158,15 +168,17 @@ async def test_metrics_has_documented_families_after_sessions(
         await asyncio.sleep(0.02)
     assert value(ended, "boshd_sessions_active{transport=bosh}") == 0
     assert value(ended, "boshd_sessions_active{transport=websocket}") == 0
-    assert value(ended, "boshd_sessions_ended_total{condition=none,transport=bosh}") == 1
-    assert value(ended, "boshd_sessions_ended_total{condition=none,transport=websocket}") == 1
+    clean = "cause=client,condition=none,domain=example.com"
+    assert value(ended, f"boshd_sessions_ended_total{{{clean},transport=bosh}}") == 1
+    assert value(ended, f"boshd_sessions_ended_total{{{clean},transport=websocket}}") == 1
     assert value(ended, "boshd_bosh_held_requests{}") == 0
     assert value(ended, "boshd_stanzas_relayed_total{direction=up,transport=bosh}") >= 1
     assert value(ended, "boshd_stanzas_relayed_total{direction=up,transport=websocket}") >= 1
     assert value(ended, "boshd_stanzas_relayed_total{direction=down,transport=bosh}") >= 1
-    assert value(ended, "boshd_client_bytes_received_total{transport=websocket}") > 0
-    assert value(ended, "boshd_client_bytes_sent_total{transport=websocket}") > 0
-    assert value(ended, "boshd_http_requests_total{outcome=received}") >= 3
+    assert value(ended, "boshd_client_received_bytes_total{transport=websocket}") > 0
+    assert value(ended, "boshd_client_sent_bytes_total{transport=websocket}") > 0
+    assert value(ended, "boshd_http_requests_total{outcome=answered}") >= 3
+    assert value(ended, f"boshd_build_info{{version={boshd.__version__}}}") == 1
 
     async with client.get("/metrics") as resp:
         text = await resp.text()

@@ -396,7 +396,7 @@ async def test_slow_websocket_client_pauses_reading_from_the_server(
         assert conn.transport is not None
         backed_up = conn.transport.get_write_buffer_size()
         read = upstream["protocol"].bytes_in
-        sent = await metric(s.client, "boshd_client_bytes_sent_total{transport=websocket}")
+        sent = await metric(s.client, "boshd_client_sent_bytes_total{transport=websocket}")
         held = read - sent
         assert held <= queue + 4 * 256 * 1024, (read, sent)
         assert backed_up > 0  # the server's writes back up
