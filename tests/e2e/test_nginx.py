@@ -60,6 +60,14 @@ def doc_blocks(lang: str) -> list[str]:
     return re.findall(rf"^```{lang}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
 
 
+def boshd_block() -> str:
+    """The documented boshd settings that go with the nginx example (the toml block that
+    configures ``server.trusted_proxies``)."""
+    blocks = [b for b in doc_blocks("toml") if "trusted_proxies" in b]
+    assert len(blocks) == 1, "expected one toml block with the proxy's boshd settings"
+    return blocks[0]
+
+
 def server_block(config: str) -> tuple[int, int]:
     """Start and end offsets of the (first) top-level ``server { ... }`` block."""
     match = re.search(r"^server \{", config, flags=re.MULTILINE)
@@ -243,7 +251,7 @@ def test_documented_timeouts_exceed_boshd_timers() -> None:
     assert seconds(directive(main, "/xmpp-websocket", "proxy_read_timeout")) > ping
     assert directive(main, "/http-bind", "proxy_buffering") == "off"
     assert directive(main, "/xmpp-websocket", "proxy_set_header Upgrade") == "$http_upgrade"
-    trusted = tomllib.loads(doc_blocks("toml")[0])["server"]["trusted_proxies"]
+    trusted = tomllib.loads(boshd_block())["server"]["trusted_proxies"]
     assert "127.0.0.1" in trusted
 
 
@@ -256,7 +264,7 @@ def test_documented_host_meta_locations_pass_host_and_scheme() -> None:
         assert directive(main, location, "proxy_pass") == "http://boshd"
         assert directive(main, location, "proxy_set_header Host") == "$host"
         assert directive(main, location, "proxy_set_header X-Forwarded-Proto") == "$scheme"
-    discovery = tomllib.loads(doc_blocks("toml")[0])["discovery"]
+    discovery = tomllib.loads(boshd_block())["discovery"]
     assert discovery["bosh_url"].startswith("https://")
     assert discovery["websocket_url"].startswith("wss://")
 
@@ -271,7 +279,7 @@ async def test_bosh_and_websocket_through_nginx(
     clients log in to Prosody and exchange messages; boshd logs the client address nginx put
     in X-Real-IP: the balancer's X-Forwarded-For client behind the load balancer, and
     nginx's peer (never a header the client made up) for direct clients."""
-    discovery = tomllib.loads(doc_blocks("toml")[0])["discovery"]
+    discovery = tomllib.loads(boshd_block())["discovery"]
     daemon = await daemon_factory(
         daemon_config(
             {prosody.domain: prosody.c2s_port},
