@@ -15,7 +15,7 @@ a private mount namespace (``unshare --mount``) in which DIR's /usr/bin, /opt, /
 that can be reproduced without systemd as PID 1: an unprivileged uid without capabilities and
 with no_new_privs (DynamicUser=, PrivateUsers=, CapabilityBoundingSet=, NoNewPrivileges=), the
 kernel's memory-deny-write-execute (PR_SET_MDWE, what MemoryDenyWriteExecute= asks for) and a
-/proc mounted ``hidepid=invisible,subset=pid`` (ProtectProc=invisible, ProcSubset=pid).
+/proc mounted ``hidepid=invisible`` (ProtectProc=invisible).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ for dir in /usr/bin /opt /etc /lib/systemd/system; do
 done
 cd /
 if [ "$sandbox" = 1 ]; then
-    mount -t proc -o hidepid=invisible,subset=pid proc /proc
+    mount -t proc -o hidepid=invisible proc /proc
     exec setpriv --reuid=@UID@ --regid=@UID@ --clear-groups --no-new-privs --inh-caps=-all \
         --bounding-set=-all /usr/bin/python3 -I -c "$mdwe" "$@"
 fi
@@ -358,14 +358,13 @@ async def test_installed_daemon_serves_under_the_units_sandbox(
     root: Path, prosody: PrivateProsody, tmp_path: Path
 ) -> None:
     """Issue 16 item 1: the installed unit's ExecStartPre and ExecStart, run as an unprivileged
-    uid without capabilities, with memory-deny-write-execute and /proc reduced to its own
-    processes' part (the unit's new PrivateUsers=, MemoryDenyWriteExecute=, ProtectProc=,
-    ProcSubset=), log in over BOSH and WebSocket to the test Prosody, exchange messages, expose
+    uid without capabilities, with memory-deny-write-execute and /proc showing only its own
+    processes (the unit's new PrivateUsers=, MemoryDenyWriteExecute=, ProtectProc=), log in over BOSH and WebSocket to the test Prosody, exchange messages, expose
     every metric family the unsandboxed daemon does, and drain on SIGTERM with status 0."""
     probe = run_in_root(root, "/opt/boshd/bin/python3", "-I", "-c", _SANDBOX_PROBE, sandbox=True)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == (
-        f'{{"uid": {DYNAMIC_UID}, "wx_mapping": false, "proc_stat": false, '
+        f'{{"uid": {DYNAMIC_UID}, "wx_mapping": false, "proc_stat": true, '
         f'"pid1_visible": false, "no_new_privs": "1", "cap_eff": "0000000000000000"}}'
     )
 
