@@ -359,7 +359,8 @@ async def test_installed_daemon_serves_under_the_units_sandbox(
 ) -> None:
     """Issue 16 item 1: the installed unit's ExecStartPre and ExecStart, run as an unprivileged
     uid without capabilities, with memory-deny-write-execute and /proc showing only its own
-    processes (the unit's new PrivateUsers=, MemoryDenyWriteExecute=, ProtectProc=), log in over BOSH and WebSocket to the test Prosody, exchange messages, expose
+    processes (the unit's new PrivateUsers=, MemoryDenyWriteExecute=, ProtectProc=), log in
+    over BOSH and WebSocket to the test Prosody, exchange messages, expose
     every metric family the unsandboxed daemon does, and drain on SIGTERM with status 0."""
     probe = run_in_root(root, "/opt/boshd/bin/python3", "-I", "-c", _SANDBOX_PROBE, sandbox=True)
     assert probe.returncode == 0, probe.stderr
