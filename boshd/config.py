@@ -39,9 +39,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from boshd.core.errors import ConfigError
 from boshd.core.limits import TrafficLimits
 from boshd.core.params import DEFAULT_ALLOWED_CONTENT, BoshLimits
-from boshd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/boshd/boshd.toml")
 ENV_VAR = "BOSHD_CONFIG"

@@ -21,9 +21,9 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from boshd.core.conditions import StreamErrorCondition
+from boshd.core.errors import ProtocolError
 from boshd.core.events import WsLost, WsViolation
 from boshd.core.framing import WsSession
-from boshd.errors import ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import origin_allowed
 from boshd.frontend.state import APP_STATE, client_ip, is_secure

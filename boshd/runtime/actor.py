@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from boshd.core.conditions import STREAM_CONDITION_FOR, Condition
+from boshd.core.errors import ProtocolError, UpstreamError
 from boshd.core.events import (
     Action,
     BoshRequest,
@@ -63,7 +64,6 @@ from boshd.core.events import (
 from boshd.core.framing import CLOSE_FRAME, stream_error_frame
 from boshd.core.limits import QueueBudget
 from boshd.core.stream import XmppStream
-from boshd.errors import ProtocolError, UpstreamError
 from boshd.logjson import capped, fields, shown
 from boshd.metrics import Metrics
 

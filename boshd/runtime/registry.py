@@ -21,10 +21,10 @@ from typing import NoReturn
 from boshd.config import Config
 from boshd.core.bosh import BoshSession
 from boshd.core.conditions import Condition
+from boshd.core.errors import PolicyViolation, UpstreamError, UpstreamTimeout
 from boshd.core.events import ConnectUpstream, CreateRequest, ResponseBody, SessionEnded, Shutdown
 from boshd.core.limits import QueueBudget, TokenBucket, address_key
 from boshd.core.params import negotiate
-from boshd.errors import PolicyViolation, UpstreamError, UpstreamTimeout
 from boshd.logjson import capped, fields, shown
 from boshd.metrics import Metrics, domain_label
 from boshd.runtime.actor import FIRST_TOKEN, SessionActor, Upstream

@@ -36,6 +36,12 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from boshd.core.conditions import Condition
+from boshd.core.errors import (
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTimeout,
+    UpstreamTLSError,
+)
 from boshd.core.events import (
     Stanza,
     StreamHeader,
@@ -48,7 +54,6 @@ from boshd.core.events import (
     UpstreamStreamError,
 )
 from boshd.core.ns import COMPRESS_FEATURE_NS, SASL_CB_NS, SASL_NS, STREAMS_NS, TLS_NS
-from boshd.errors import UpstreamError, UpstreamMisconfigured, UpstreamTimeout, UpstreamTLSError
 from boshd.upstream.routing import Target
 from boshd.upstream.splitter import (
     ElementReady,

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 
 from boshd.config import UpstreamConfig, split_route
 from boshd.core.conditions import Condition
-from boshd.errors import AddressingError, UpstreamError
+from boshd.core.errors import AddressingError, UpstreamError
 
 log = logging.getLogger("boshd.routing")
 

@@ -2,7 +2,7 @@
 
 Everything a client sends goes through :func:`parse_body` (one HTTP request body, XEP-0124)
 or :func:`parse_fragment` (one WebSocket text message, RFC 7395). Both return the root
-element of a fully parsed lxml tree or raise a subclass of :class:`boshd.errors.BadRequest`:
+element of a fully parsed lxml tree or raise a subclass of :class:`boshd.core.errors.BadRequest`:
 
 ====================== ============================================ =======================
 exception              raised for                                   WebSocket stream error
@@ -62,7 +62,7 @@ from typing import Any, Final
 from lxml import etree
 
 from boshd.core.conditions import Condition
-from boshd.errors import BadRequest
+from boshd.core.errors import BadRequest
 
 __all__ = [
     "DEFAULT_MAX_ATTR_BYTES",

@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from boshd.core.conditions import Condition
-from boshd.errors import BadRequest
+from boshd.core.errors import BadRequest
 from boshd.wire import parser as wire_parser
 from boshd.wire.parser import (
     DEFAULT_MAX_ATTR_BYTES,
