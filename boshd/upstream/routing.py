@@ -62,7 +62,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from boshd.config import UpstreamConfig, split_route
+from boshd.config import UpstreamConfig
+from boshd.core.addresses import split_route
 from boshd.core.conditions import Condition
 from boshd.core.errors import AddressingError, UpstreamError
 
