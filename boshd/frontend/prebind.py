@@ -37,7 +37,7 @@ from boshd.core.ns import BIND_NS, SASL_NS, STREAMS_NS
 from boshd.frontend.state import APP_STATE, AppState, bearer_matches, client_ip, is_secure
 from boshd.logjson import shown
 from boshd.runtime.actor import SessionActor
-from boshd.upstream.connection import parse_stanza
+from boshd.wire.parser import parse_stanza
 
 log = logging.getLogger("boshd.prebind")
 

@@ -63,7 +63,7 @@ from boshd.upstream.splitter import (
     StreamErrorReceived,
     StreamStart,
 )
-from boshd.wire.parser import hardened_parser
+from boshd.wire.parser import parse_stanza
 
 log = logging.getLogger("boshd.upstream")
 
@@ -93,17 +93,6 @@ def stream_header(header: StreamHeader) -> bytes:
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
         f"xmlns:stream='{STREAMS_NS}' {' '.join(attrs)}>"
     ).encode()
-
-
-# Stanzas from the server were already checked well-formed by the (strict) splitter; this
-# parser re-reads them for feature filtering and binding, and must accept what the splitter
-# accepts, such as a namespace name that is an IRI rather than an ASCII URI.
-_STANZA_PARSER = hardened_parser(recover=True)
-
-
-def parse_stanza(data: bytes) -> etree._Element:
-    """Parse one stanza the splitter relayed (well-formed by then)."""
-    return etree.fromstring(data, _STANZA_PARSER)
 
 
 def stream_error(condition: str) -> bytes:
