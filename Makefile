@@ -76,11 +76,12 @@ wheel: $(RUN_STAMP)
 	rm -rf build
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(DIST) .
 
-## check: formatting, lint and strict typing
+## check: formatting, lint, strict typing and the import layers (docs/architecture.md)
 check: venv
 	$(VENV)/bin/ruff format --check boshd tests bench demo
 	$(VENV)/bin/ruff check boshd tests bench demo
 	$(VENV)/bin/mypy boshd
+	$(PY) -m pytest -q tests/unit/test_layers.py
 
 fmt: venv
 	$(VENV)/bin/ruff format boshd tests bench demo

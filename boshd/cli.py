@@ -14,7 +14,7 @@ import sys
 
 from boshd import __version__
 from boshd.config import Config, config_path, load_config
-from boshd.errors import ConfigError
+from boshd.core.errors import ConfigError
 
 EX_CONFIG = 78
 

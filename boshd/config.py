@@ -39,9 +39,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
+from boshd.core.addresses import split_route
+from boshd.core.errors import ConfigError
 from boshd.core.limits import TrafficLimits
 from boshd.core.params import DEFAULT_ALLOWED_CONTENT, BoshLimits
-from boshd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/boshd/boshd.toml")
 ENV_VAR = "BOSHD_CONFIG"
@@ -267,18 +268,6 @@ def _network_problem(item: str) -> str | None:
 
 def _networks(value: Any) -> tuple[str, ...]:
     return _entries(value, _network_problem)
-
-
-def split_route(route: str) -> tuple[str, int] | None:
-    """``proto:host:port`` (XEP-0124 §7.1): not a URI; split on the last colon (B-SREQ-06)."""
-    proto, sep, rest = route.partition(":")
-    host, sep2, port = rest.rpartition(":")
-    if not sep or not sep2 or proto != "xmpp" or not host or not port.isdigit():
-        return None
-    number = int(port)
-    if not 0 < number <= 65535:
-        return None
-    return host.strip("[]").lower(), number
 
 
 def _routes(value: Any) -> tuple[str, ...]:

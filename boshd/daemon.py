@@ -36,7 +36,7 @@ from collections.abc import Awaitable
 from aiohttp import web
 
 from boshd.config import Config, changed_secrets, load_config
-from boshd.errors import ConfigError
+from boshd.core.errors import ConfigError
 from boshd.frontend.admin import build_admin_app
 from boshd.frontend.app import build_app
 from boshd.frontend.auth import Authenticator

@@ -3,7 +3,7 @@
 Names follow Prometheus' conventions (docs/deployment.md lists them all): counters end in
 ``_total``, units come last (``_bytes_total``, ``_seconds``), and label values are words
 from small documented sets, never free text: ``cause`` (:class:`~boshd.core.events.EndCause`),
-upstream failure ``reason`` (:data:`~boshd.errors.UPSTREAM_FAILURE_KINDS`), request
+upstream failure ``reason`` (:data:`~boshd.core.errors.UPSTREAM_FAILURE_KINDS`), request
 ``outcome`` (:data:`OUTCOMES`), and ``domain``, which is a configured domain or one of
 :data:`OTHER_DOMAIN` and :data:`NO_DOMAIN`, so it stays as bounded as the configuration.
 No ``_created`` series are exported; the standard ``process_*`` and ``python_*`` families

@@ -1,5 +1,5 @@
 """The pure session core: standard library only, no I/O, every input takes ``now``.
 
-Nothing in this package imports asyncio, aiohttp or lxml; ``tests/unit/test_core_purity.py``
+Nothing in this package imports asyncio, aiohttp or lxml; ``tests/unit/test_layers.py``
 checks that in a fresh interpreter.
 """

@@ -47,6 +47,7 @@ from enum import Enum
 from xml.sax.saxutils import escape
 
 from boshd.core.conditions import Condition
+from boshd.core.errors import AddressingError, ItemNotFound, PolicyViolation, ProtocolError
 from boshd.core.events import (
     Action,
     BoshRejected,
@@ -73,7 +74,6 @@ from boshd.core.limits import TrafficMeter
 from boshd.core.ns import STREAMS_NS
 from boshd.core.params import BoshLimits, SessionParams
 from boshd.core.stream import StreamPhase, XmppStream, bounce, subject_matches
-from boshd.errors import AddressingError, ItemNotFound, PolicyViolation, ProtocolError
 
 log = logging.getLogger("boshd.bosh")
 

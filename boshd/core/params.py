@@ -25,9 +25,9 @@ import re
 from dataclasses import dataclass, field
 
 from boshd.core.conditions import Condition
+from boshd.core.errors import AddressingError, BadRequest
 from boshd.core.events import CreateRequest
 from boshd.core.limits import TrafficLimits
-from boshd.errors import AddressingError, BadRequest
 
 BOSH_VERSION = (1, 11)  # XEP-0124 1.11
 DEFAULT_CONTENT_TYPE = "text/xml; charset=utf-8"

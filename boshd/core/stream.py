@@ -29,6 +29,7 @@ import logging
 from enum import Enum
 from xml.sax.saxutils import quoteattr
 
+from boshd.core.errors import InvalidState
 from boshd.core.events import (
     CloseUpstream,
     ConnectUpstream,
@@ -38,7 +39,6 @@ from boshd.core.events import (
     StreamHeader,
 )
 from boshd.core.ns import JABBER_CLIENT, STANZAS_NS
-from boshd.errors import InvalidState
 
 log = logging.getLogger("boshd.stream")
 

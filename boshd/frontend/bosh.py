@@ -20,9 +20,9 @@ from aiohttp import web
 from lxml import etree
 
 from boshd.core.conditions import Condition
+from boshd.core.errors import BadRequest, PolicyViolation, ProtocolError
 from boshd.core.events import BoshRejected, BoshRequest, ResponseBody
 from boshd.core.params import DEFAULT_CONTENT_TYPE
-from boshd.errors import BadRequest, PolicyViolation, ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import cors_headers, preflight
 from boshd.frontend.state import APP_STATE, AppState, client_ip, is_secure

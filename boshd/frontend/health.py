@@ -7,7 +7,6 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from boshd.core.bosh import BoshSession
 from boshd.frontend.state import APP_STATE
 
 
@@ -26,11 +25,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[APP_STATE]
-    held = sum(
-        actor.core.held_count
-        for actor in state.registry.sessions.values()
-        if isinstance(actor.core, BoshSession)
-    )
+    held = sum(actor.held_requests for actor in state.registry.sessions.values())
     state.metrics.held_requests.set(held)
     state.metrics.upstream_queued.set(state.registry.upstream_budget.total)
     state.metrics.tasks.set(len(asyncio.all_tasks()))

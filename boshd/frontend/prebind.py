@@ -31,13 +31,13 @@ from aiohttp import web
 from lxml import etree
 
 from boshd.core.conditions import Condition
+from boshd.core.errors import ProtocolError
 from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
 from boshd.core.ns import BIND_NS, SASL_NS, STREAMS_NS
-from boshd.errors import ProtocolError
 from boshd.frontend.state import APP_STATE, AppState, bearer_matches, client_ip, is_secure
 from boshd.logjson import shown
 from boshd.runtime.actor import SessionActor
-from boshd.upstream.connection import parse_stanza
+from boshd.wire.parser import parse_stanza
 
 log = logging.getLogger("boshd.prebind")
 

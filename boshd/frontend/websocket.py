@@ -1,7 +1,7 @@
 """The XMPP-over-WebSocket endpoint (RFC 7395), on the same session design as BOSH.
 
 The handler checks the handshake (the ``xmpp`` subprotocol is required, W-HS-01..03, A-18),
-starts a session actor around a :class:`~boshd.core.framing.WsSession`, and then only reads:
+has the registry build the session (an actor around a WebSocket core), and then only reads:
 each text message is parsed and posted to the actor; the actor writes frames and closes the
 socket. Pings are sent by aiohttp's heartbeat (W-PING-03); a client that stops answering is
 dropped like any lost connection (A-24). aiohttp answers client pings (W-PING-02), checks
@@ -21,16 +21,14 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from boshd.core.conditions import StreamErrorCondition
+from boshd.core.errors import ProtocolError
 from boshd.core.events import WsLost, WsViolation
-from boshd.core.framing import WsSession
-from boshd.errors import ProtocolError
 from boshd.frontend.auth import AuthRefused
 from boshd.frontend.cors import origin_allowed
 from boshd.frontend.state import APP_STATE, client_ip, is_secure
 from boshd.logjson import fields, shown
 from boshd.metrics import Metrics
 from boshd.runtime.actor import SessionActor
-from boshd.runtime.registry import new_sid
 from boshd.wire.frames import read_message
 from boshd.wire.wsmask import MaskCheck
 
@@ -230,34 +228,11 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text="WebSocket upgrade required\n")
     await ws.prepare(request)
     _require_masking(request, ws, ip)
-    loop = asyncio.get_running_loop()
-    sid = new_sid()
-    core = WsSession(
-        sid,
-        loop.time(),
-        see_other_uri=config.websocket.see_other_uri,
-        traffic=config.traffic_limits(),
-        max_age=config.limits.max_session_age,
-        max_age_uri=config.limits.max_session_age_uri,
-        required_subject=state.registry.required_subject(subject),
-        client=ip,
-    )
-    actor = SessionActor(
-        sid,
-        core,
-        transport="websocket",
-        connector=state.registry.connect,
-        on_end=state.registry.ended,
-        client_ip=ip,
-        secure=is_secure(request, state.config),
-        backlog_limit=config.limits.max_queue_size,
-        budget=state.registry.upstream_budget,
-        metrics=state.metrics,
-        log_payloads=config.log.payloads,
+    actor = state.registry.create_websocket(
+        client_ip=ip, secure=is_secure(request, state.config), subject=subject
     )
     socket = AiohttpSocket(ws, actor, state.metrics, request.transport)
     actor.socket = socket
-    actor.subject = subject
     state.registry.register(actor)
     reason, inactive = "client went away", False
     try:

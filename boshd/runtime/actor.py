@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from boshd.core.conditions import STREAM_CONDITION_FOR, Condition
+from boshd.core.errors import ProtocolError, UpstreamError
 from boshd.core.events import (
     Action,
     BoshRequest,
@@ -63,7 +64,6 @@ from boshd.core.events import (
 from boshd.core.framing import CLOSE_FRAME, stream_error_frame
 from boshd.core.limits import QueueBudget
 from boshd.core.stream import XmppStream
-from boshd.errors import ProtocolError, UpstreamError
 from boshd.logjson import capped, fields, shown
 from boshd.metrics import Metrics
 
@@ -771,6 +771,12 @@ class SessionActor:
         jid: str | None = getattr(self.core, "jid", None)
         return jid
 
+    @property
+    def held_requests(self) -> int:
+        """How many HTTP requests the session holds open (a BOSH session's; 0 for WebSocket)."""
+        held: int = getattr(self.core, "held_count", 0)
+        return held
+
     def client_activity(self, nbytes_in: int = 0, nbytes_out: int = 0) -> None:
         self.bytes_in += nbytes_in
         self.bytes_out += nbytes_out
@@ -793,7 +799,7 @@ class SessionActor:
             "upstream": self.upstream_label or None,
             "age": round(now - self.created_at, 3),
             "idle": round(now - self.last_activity, 3),
-            "held_requests": getattr(core, "held_count", 0),
+            "held_requests": self.held_requests,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "upstream_queued": self._up_charge,

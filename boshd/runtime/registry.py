@@ -21,10 +21,11 @@ from typing import NoReturn
 from boshd.config import Config
 from boshd.core.bosh import BoshSession
 from boshd.core.conditions import Condition
+from boshd.core.errors import PolicyViolation, UpstreamError, UpstreamTimeout
 from boshd.core.events import ConnectUpstream, CreateRequest, ResponseBody, SessionEnded, Shutdown
+from boshd.core.framing import WsSession
 from boshd.core.limits import QueueBudget, TokenBucket, address_key
 from boshd.core.params import negotiate
-from boshd.errors import PolicyViolation, UpstreamError, UpstreamTimeout
 from boshd.logjson import capped, fields, shown
 from boshd.metrics import Metrics, domain_label
 from boshd.runtime.actor import FIRST_TOKEN, SessionActor, Upstream
@@ -147,9 +148,7 @@ class Registry:
         limits = self.config.bosh_limits()
         params = negotiate(create, limits)
         self.router.check(params.to, params.route)
-        sid = new_sid()
-        while sid in self.sessions:  # pragma: no cover - 192 random bits
-            sid = new_sid()
+        sid = self._new_sid()
         loop = asyncio.get_running_loop()
         core = BoshSession(
             sid,
@@ -160,10 +159,55 @@ class Registry:
             required_subject=self.required_subject(subject),
             client=client_ip,
         )
+        actor = self._actor(sid, core, "bosh", client_ip, secure, subject)
+        token, future = actor.new_token()
+        assert token == FIRST_TOKEN
+        actor.legacy = params.legacy
+        actor.content_type = params.content_type
+        self._started(actor)
+        self._start(actor)
+        return actor, future
+
+    def create_websocket(
+        self, *, client_ip: str, secure: bool, subject: str | None = None
+    ) -> SessionActor:
+        """Build a WebSocket session (RFC 7395) for a handshake the front end has admitted and
+        completed; it starts when the front end, having attached its socket, calls
+        :meth:`register`. The stream header, and so the domain, comes later in ``<open/>``."""
+        config = self.config
+        sid = self._new_sid()
+        core = WsSession(
+            sid,
+            asyncio.get_running_loop().time(),
+            see_other_uri=config.websocket.see_other_uri,
+            traffic=config.traffic_limits(),
+            max_age=config.limits.max_session_age,
+            max_age_uri=config.limits.max_session_age_uri,
+            required_subject=self.required_subject(subject),
+            client=client_ip,
+        )
+        return self._actor(sid, core, "websocket", client_ip, secure, subject)
+
+    def _new_sid(self) -> str:
+        sid = new_sid()
+        while sid in self.sessions:  # pragma: no cover - 192 random bits
+            sid = new_sid()
+        return sid
+
+    def _actor(
+        self,
+        sid: str,
+        core: BoshSession | WsSession,
+        transport: str,
+        client_ip: str,
+        secure: bool,
+        subject: str | None,
+    ) -> SessionActor:
+        """The actor around either core, with the same limits, budget and callbacks."""
         actor = SessionActor(
             sid,
             core,
-            transport="bosh",
+            transport=transport,
             connector=self.connect,
             on_end=self.ended,
             client_ip=client_ip,
@@ -174,13 +218,7 @@ class Registry:
             log_payloads=self.config.log.payloads,
         )
         actor.subject = subject
-        token, future = actor.new_token()
-        assert token == FIRST_TOKEN
-        actor.legacy = params.legacy
-        actor.content_type = params.content_type
-        self._started(actor)
-        self._start(actor)
-        return actor, future
+        return actor
 
     def _start(self, actor: SessionActor) -> None:
         actor.start()

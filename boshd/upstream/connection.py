@@ -36,6 +36,12 @@ from xml.sax.saxutils import quoteattr
 from lxml import etree
 
 from boshd.core.conditions import Condition
+from boshd.core.errors import (
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTimeout,
+    UpstreamTLSError,
+)
 from boshd.core.events import (
     Stanza,
     StreamHeader,
@@ -48,7 +54,6 @@ from boshd.core.events import (
     UpstreamStreamError,
 )
 from boshd.core.ns import COMPRESS_FEATURE_NS, SASL_CB_NS, SASL_NS, STREAMS_NS, TLS_NS
-from boshd.errors import UpstreamError, UpstreamMisconfigured, UpstreamTimeout, UpstreamTLSError
 from boshd.upstream.routing import Target
 from boshd.upstream.splitter import (
     ElementReady,
@@ -58,7 +63,7 @@ from boshd.upstream.splitter import (
     StreamErrorReceived,
     StreamStart,
 )
-from boshd.wire.parser import hardened_parser
+from boshd.wire.parser import parse_stanza
 
 log = logging.getLogger("boshd.upstream")
 
@@ -88,17 +93,6 @@ def stream_header(header: StreamHeader) -> bytes:
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
         f"xmlns:stream='{STREAMS_NS}' {' '.join(attrs)}>"
     ).encode()
-
-
-# Stanzas from the server were already checked well-formed by the (strict) splitter; this
-# parser re-reads them for feature filtering and binding, and must accept what the splitter
-# accepts, such as a namespace name that is an IRI rather than an ASCII URI.
-_STANZA_PARSER = hardened_parser(recover=True)
-
-
-def parse_stanza(data: bytes) -> etree._Element:
-    """Parse one stanza the splitter relayed (well-formed by then)."""
-    return etree.fromstring(data, _STANZA_PARSER)
 
 
 def stream_error(condition: str) -> bytes:

@@ -62,9 +62,10 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from boshd.config import UpstreamConfig, split_route
+from boshd.config import UpstreamConfig
+from boshd.core.addresses import split_route
 from boshd.core.conditions import Condition
-from boshd.errors import AddressingError, UpstreamError
+from boshd.core.errors import AddressingError, UpstreamError
 
 log = logging.getLogger("boshd.routing")
 

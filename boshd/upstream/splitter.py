@@ -23,9 +23,9 @@ from typing import Any
 from xml.parsers import expat
 
 from boshd.core.conditions import StreamErrorCondition
+from boshd.core.errors import UpstreamError
 from boshd.core.events import ServerStreamInfo, Stanza
 from boshd.core.ns import STREAMS_NS
-from boshd.errors import UpstreamError
 
 _XML_LANG = "http://www.w3.org/XML/1998/namespace lang xml"
 _WHITESPACE = b" \t\r\n"

@@ -16,9 +16,9 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
+from boshd.core.errors import BadRequest
 from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
 from boshd.core.ns import BOSH_NS, JABBER_CLIENT, STREAMS_NS, TLS_NS, XBOSH_NS, XML_NS
-from boshd.errors import BadRequest
 
 _XBOSH_RESTART = f"{{{XBOSH_NS}}}restart"
 _XBOSH_VERSION = f"{{{XBOSH_NS}}}version"

@@ -10,9 +10,9 @@ from __future__ import annotations
 from lxml import etree
 
 from boshd.core.conditions import StreamErrorCondition as SE
+from boshd.core.errors import BadRequest
 from boshd.core.events import WsClose, WsOpen, WsStanza, WsViolation
 from boshd.core.ns import FRAMING_NS, JABBER_CLIENT, TLS_NS
-from boshd.errors import BadRequest
 from boshd.wire.parser import (
     XmlMalformed,
     XmlRestricted,

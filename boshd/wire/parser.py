@@ -2,7 +2,8 @@
 
 Everything a client sends goes through :func:`parse_body` (one HTTP request body, XEP-0124)
 or :func:`parse_fragment` (one WebSocket text message, RFC 7395). Both return the root
-element of a fully parsed lxml tree or raise a subclass of :class:`boshd.errors.BadRequest`:
+element of a fully parsed lxml tree or raise a subclass of :class:`boshd.core.errors.BadRequest`
+(stanzas the upstream splitter already checked are re-read with :func:`parse_stanza`):
 
 ====================== ============================================ =======================
 exception              raised for                                   WebSocket stream error
@@ -62,7 +63,7 @@ from typing import Any, Final
 from lxml import etree
 
 from boshd.core.conditions import Condition
-from boshd.errors import BadRequest
+from boshd.core.errors import BadRequest
 
 __all__ = [
     "DEFAULT_MAX_ATTR_BYTES",
@@ -75,6 +76,7 @@ __all__ = [
     "hardened_parser",
     "parse_body",
     "parse_fragment",
+    "parse_stanza",
     "refused_loads",
 ]
 
@@ -201,6 +203,20 @@ def _parser() -> etree.XMLParser:
     if parser is None:
         parser = _local.parser = hardened_parser()
     return parser
+
+
+def parse_stanza(data: bytes) -> etree._Element:
+    """Re-read one stanza the upstream splitter relayed (for feature filtering, binding and
+    prebinding).
+
+    The strict splitter already checked it well-formed, so this parser is the hardened one in
+    recovering mode: it must accept whatever the splitter accepts, such as a namespace name
+    that is an IRI rather than an ASCII URI. Never use it for bytes straight from a client.
+    """
+    parser: etree.XMLParser | None = getattr(_local, "stanza_parser", None)
+    if parser is None:
+        parser = _local.stanza_parser = hardened_parser(recover=True)
+    return etree.fromstring(data, parser)
 
 
 @functools.cache

@@ -67,8 +67,8 @@ import xmlschema
 from lxml import etree
 from xmlschema.exceptions import XMLSchemaWarning
 
+from boshd.core.errors import BadRequest, ConfigError
 from boshd.core.ns import BOSH_NS, XBOSH_NS, XML_NS
-from boshd.errors import BadRequest, ConfigError
 
 __all__ = [
     "BODY_TAG",
@@ -153,7 +153,7 @@ class BodySchema:
         Nothing outside ``schema_dir`` is read and no URL is fetched: xmlschema runs in
         sandbox mode, without its bundled fallback schemas, and every import warning (e.g. a
         blocked remote ``schemaLocation``) is an error. Raises
-        :class:`~boshd.errors.ConfigError` when the schemas cannot be loaded.
+        :class:`~boshd.core.errors.ConfigError` when the schemas cannot be loaded.
         """
         directory = (schema_dir if schema_dir is not None else default_schema_dir()).resolve()
         paths = {ns: directory / name for ns, name in SCHEMA_FILES.items()}
@@ -183,7 +183,7 @@ class BodySchema:
         return self._fast is not None
 
     def check(self, elem: etree._Element) -> None:
-        """Raise :class:`~boshd.errors.BadRequest` unless ``elem`` is a valid ``<body/>``."""
+        """Raise :class:`~boshd.core.errors.BadRequest` unless ``elem`` is a valid ``<body/>``."""
         # Bounded work: xmlschema is pure Python and slow on many attributes (20,000 unknown
         # ones took 2 s to explain), so that count is capped before it runs (G-LIM-01).
         count = len(elem.attrib)

@@ -115,8 +115,8 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) 
 def test_documented_value_sets_are_the_code_s() -> None:
     """docs/deployment.md lists exactly the words the code uses for cause, upstream failure
     reason and request outcome (issue 16 item 6)."""
+    from boshd.core.errors import UPSTREAM_FAILURE_KINDS
     from boshd.core.events import EndCause
-    from boshd.errors import UPSTREAM_FAILURE_KINDS
     from boshd.metrics import OUTCOMES
 
     assert documented_values("cause") == {cause.value for cause in EndCause}

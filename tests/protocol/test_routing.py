@@ -6,7 +6,7 @@ import pytest
 
 from boshd.config import parse_config
 from boshd.core.conditions import Condition
-from boshd.errors import AddressingError, UpstreamError
+from boshd.core.errors import AddressingError, UpstreamError
 from boshd.upstream.routing import Router, is_public
 
 DOMAINS = {"example.com": {"host": "127.0.0.1", "port": 5222, "tls": "plain"}}

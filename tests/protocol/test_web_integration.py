@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from lxml import etree
 
 from boshd.config import parse_config
-from boshd.errors import ConfigError
+from boshd.core.errors import ConfigError
 from boshd.frontend.admin import build_admin_app
 from tests.protocol.conftest import AppFactory, Bosh
 from tests.protocol.wskit import ws_session

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from boshd.config import parse_config
-from boshd.errors import ConfigError
+from boshd.core.errors import ConfigError
 from boshd.frontend.state import APP_STATE
 from tests.protocol.conftest import AppFactory
 from tests.protocol.wskit import (

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boshd.config import SECTIONS, UpstreamTarget, load_config, parse_config
-from boshd.errors import ConfigError
+from boshd.core.errors import ConfigError
 from tests.support.daemon import OPENSSL_BIN, make_cert
 
 DOMAIN = "x.org"

@@ -20,7 +20,7 @@ from boshd.config import (
     parse_config,
 )
 from boshd.configdoc import render
-from boshd.errors import ConfigError
+from boshd.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

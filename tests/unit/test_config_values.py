@@ -28,7 +28,7 @@ from boshd.config import (
     load_config,
     parse_config,
 )
-from boshd.errors import ConfigError
+from boshd.core.errors import ConfigError
 
 DOMAIN = "x.org"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from boshd.core.errors import BadRequest
 from boshd.core.events import BoshRequest
-from boshd.errors import BadRequest
 from boshd.wire.body import empty_request, is_creation, read_request
 from boshd.wire.parser import parse_body
 from boshd.wire.schema import default_body_schema

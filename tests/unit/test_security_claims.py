@@ -10,8 +10,8 @@ import re
 import pytest
 
 from boshd.config import LimitsConfig, parse_config
+from boshd.core.errors import ConfigError
 from boshd.core.stream import subject_matches
-from boshd.errors import ConfigError
 from boshd.runtime.registry import new_sid
 
 MiB = 1024 * 1024

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from boshd.config import parse_config
 from boshd.core.conditions import Condition
+from boshd.core.errors import ConfigError
 from boshd.core.events import (
     BoshRequest,
     ConnectUpstream,
@@ -37,7 +38,6 @@ from boshd.core.events import (
 )
 from boshd.core.framing import UPSTREAM_QUEUE_TEXT, WsSession
 from boshd.core.limits import QueueBudget
-from boshd.errors import ConfigError
 from boshd.runtime.actor import SessionActor, _client_bytes
 from tests.unit.corekit import Harness, message
 

@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from boshd.core.conditions import Condition
-from boshd.errors import BadRequest
+from boshd.core.errors import BadRequest
 from boshd.wire import parser as wire_parser
 from boshd.wire.parser import (
     DEFAULT_MAX_ATTR_BYTES,
@@ -421,3 +421,18 @@ def test_a_failed_parse_does_not_poison_the_parser() -> None:
     with pytest.raises(XmlMalformed):
         parse_body(b"<body", max_bytes=MAX)
     assert parse_body(body(), max_bytes=MAX).get("sid") == "s"
+
+
+def test_relayed_stanza_parser_accepts_what_the_splitter_accepts() -> None:
+    """parse_stanza re-reads a relayed stanza whose namespace is an IRI (C-XML-02, A-23)."""
+    root = wire_parser.parse_stanza('<features xmlns="urn:x:ü"><a/></features>'.encode())
+    assert root.tag == "{urn:x:ü}features"
+    assert [child.tag for child in root] == ["{urn:x:ü}a"]
+
+
+def test_relayed_stanza_parser_never_loads_an_external_entity() -> None:
+    """parse_stanza is a hardened parser too: an external entity stays unexpanded (C-XML-01)."""
+    root = wire_parser.parse_stanza(
+        b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>'
+    )
+    assert b"root:" not in etree.tostring(root)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from boshd.errors import BadRequest
+from boshd.core.errors import BadRequest
 from boshd.wire.parser import (
     ExternalResourceRefused,
     XmlRestricted,

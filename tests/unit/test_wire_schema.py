@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from boshd.errors import BadRequest, ConfigError
+from boshd.core.errors import BadRequest, ConfigError
 from boshd.wire.parser import parse_body
 from boshd.wire.schema import (
     BODY_TAG,
