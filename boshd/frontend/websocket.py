@@ -200,65 +200,70 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         raise _refusal(exc) from None
     subject = identity.subject if identity else None
     try:
-        state.registry.admit(ip)
+        slot = state.registry.reserve(ip)
     except ProtocolError as exc:
         _refused(ip, exc.reason)
         if state.registry.draining:
             raise web.HTTPServiceUnavailable(text=f"{exc.reason}\n") from None
         raise web.HTTPTooManyRequests(text=f"{exc.reason}\n") from None
-    limit = config.limits.max_message_size
-    ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,),  # W-HS-01/02: exactly one token, 'xmpp'
-        max_msg_size=limit * 2,  # a backstop; we answer policy-violation above `limit`
-        heartbeat=config.websocket.ping_interval or None,
-        autoping=True,
-        compress=False,
-    )
-    version = request.headers.get("Sec-WebSocket-Version")
-    if version is not None and version.strip() != "13":
-        # RFC 6455 §4.2.2 (W-HS-04): tell the client which version we speak.
-        raise web.HTTPUpgradeRequired(
-            headers={"Sec-WebSocket-Version": "13"}, text="WebSocket version 13 required\n"
+    # Between the admission and the registration the handshake awaits (prepare): the slot
+    # holds the place under the limits, and a handshake that fails gives it back.
+    try:
+        limit = config.limits.max_message_size
+        ws = web.WebSocketResponse(
+            protocols=(SUBPROTOCOL,),  # W-HS-01/02: exactly one token, 'xmpp'
+            max_msg_size=limit * 2,  # a backstop; we answer policy-violation above `limit`
+            heartbeat=config.websocket.ping_interval or None,
+            autoping=True,
+            compress=False,
         )
-    if ws.can_prepare(request).protocol != SUBPROTOCOL:
-        # aiohttp reads only the first Sec-WebSocket-Protocol line; offer it the merged list.
-        headers = CIMultiDict(request.headers)
-        headers.popall("Sec-WebSocket-Protocol", None)
-        headers["Sec-WebSocket-Protocol"] = ", ".join(offered_protocols(request))
-        request = request.clone(headers=headers)
-    if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="WebSocket upgrade required\n")
-    await ws.prepare(request)
-    _require_masking(request, ws, ip)
-    loop = asyncio.get_running_loop()
-    sid = new_sid()
-    core = WsSession(
-        sid,
-        loop.time(),
-        see_other_uri=config.websocket.see_other_uri,
-        traffic=config.traffic_limits(),
-        max_age=config.limits.max_session_age,
-        max_age_uri=config.limits.max_session_age_uri,
-        required_subject=state.registry.required_subject(subject),
-        client=ip,
-    )
-    actor = SessionActor(
-        sid,
-        core,
-        transport="websocket",
-        connector=state.registry.connect,
-        on_end=state.registry.ended,
-        client_ip=ip,
-        secure=is_secure(request, state.config),
-        backlog_limit=config.limits.max_queue_size,
-        budget=state.registry.upstream_budget,
-        metrics=state.metrics,
-        log_payloads=config.log.payloads,
-    )
-    socket = AiohttpSocket(ws, actor, state.metrics, request.transport)
-    actor.socket = socket
-    actor.subject = subject
-    state.registry.register(actor)
+        version = request.headers.get("Sec-WebSocket-Version")
+        if version is not None and version.strip() != "13":
+            # RFC 6455 §4.2.2 (W-HS-04): tell the client which version we speak.
+            raise web.HTTPUpgradeRequired(
+                headers={"Sec-WebSocket-Version": "13"}, text="WebSocket version 13 required\n"
+            )
+        if ws.can_prepare(request).protocol != SUBPROTOCOL:
+            # aiohttp reads only the first Sec-WebSocket-Protocol line; offer it the merged list.
+            headers = CIMultiDict(request.headers)
+            headers.popall("Sec-WebSocket-Protocol", None)
+            headers["Sec-WebSocket-Protocol"] = ", ".join(offered_protocols(request))
+            request = request.clone(headers=headers)
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPBadRequest(text="WebSocket upgrade required\n")
+        await ws.prepare(request)
+        _require_masking(request, ws, ip)
+        loop = asyncio.get_running_loop()
+        sid = new_sid()
+        core = WsSession(
+            sid,
+            loop.time(),
+            see_other_uri=config.websocket.see_other_uri,
+            traffic=config.traffic_limits(),
+            max_age=config.limits.max_session_age,
+            max_age_uri=config.limits.max_session_age_uri,
+            required_subject=state.registry.required_subject(subject),
+            client=ip,
+        )
+        actor = SessionActor(
+            sid,
+            core,
+            transport="websocket",
+            connector=state.registry.connect,
+            on_end=state.registry.ended,
+            client_ip=ip,
+            secure=is_secure(request, state.config),
+            backlog_limit=config.limits.max_queue_size,
+            budget=state.registry.upstream_budget,
+            metrics=state.metrics,
+            log_payloads=config.log.payloads,
+        )
+        socket = AiohttpSocket(ws, actor, state.metrics, request.transport)
+        actor.socket = socket
+        actor.subject = subject
+        state.registry.register(actor, slot)
+    finally:
+        state.registry.release(slot)  # nothing once registered
     reason, inactive = "client went away", False
     try:
         async for msg in ws:
