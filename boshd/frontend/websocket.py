@@ -268,9 +268,12 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
-                state.metrics.ws_bytes_in.inc(len(msg.data))
-                actor.client_activity(nbytes_in=len(msg.data))
-                if len(msg.data) > limit:
+                # Sizes are UTF-8 bytes, as on the wire and as limits.max_message_size says
+                # (G-LIM-01), not characters: encode once, the parser takes the bytes.
+                data = msg.data.encode()
+                state.metrics.ws_bytes_in.inc(len(data))
+                actor.client_activity(nbytes_in=len(data))
+                if len(data) > limit:
                     # Counted in boshd_rejections_total by the session's end (its limit).
                     actor.post(
                         WsViolation(
@@ -280,7 +283,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                         )
                     )
                 else:
-                    actor.post(read_message(msg.data, max_bytes=limit))
+                    actor.post(read_message(data, max_bytes=limit))
             elif msg.type is WSMsgType.BINARY:
                 # W-MSG-02: binary messages are a protocol violation; close 1003.
                 actor.post(
