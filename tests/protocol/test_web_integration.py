@@ -186,7 +186,7 @@ async def test_prebind_that_times_out_ends_its_session_at_once(
     conn = await fake.connection()
     await conn.wait_closed(timeout=3)
     async with asyncio.timeout(3):
-        while value(await scrape(client), "boshd_sessions_active{transport=bosh}"):
+        while value(await scrape(client), "boshd_sessions_active{transport=bosh}"):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
