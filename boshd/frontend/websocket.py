@@ -173,6 +173,24 @@ def _refused(ip: str, reason: str) -> None:
     )
 
 
+def _text_message(actor: SessionActor, metrics: Metrics, text: str, limit: int) -> None:
+    """Post one text message to the session. Sizes are UTF-8 bytes, as on the wire and as
+    limits.max_message_size says (G-LIM-01), not characters: encoded once, the parser takes
+    the bytes (and the encoded copy is not kept by the read loop between messages)."""
+    data = text.encode()
+    metrics.ws_bytes_in.inc(len(data))
+    actor.client_activity(nbytes_in=len(data))
+    if len(data) > limit:
+        # Counted in boshd_rejections_total by the session's end (its limit).
+        actor.post(
+            WsViolation(
+                StreamErrorCondition.POLICY_VIOLATION, "message too large", limit="max_message_size"
+            )
+        )
+    else:
+        actor.post(read_message(data, max_bytes=limit))
+
+
 async def handle_ws(request: web.Request) -> web.StreamResponse:
     state = request.app[APP_STATE]
     config = state.config
@@ -268,22 +286,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
-                # Sizes are UTF-8 bytes, as on the wire and as limits.max_message_size says
-                # (G-LIM-01), not characters: encode once, the parser takes the bytes.
-                data = msg.data.encode()
-                state.metrics.ws_bytes_in.inc(len(data))
-                actor.client_activity(nbytes_in=len(data))
-                if len(data) > limit:
-                    # Counted in boshd_rejections_total by the session's end (its limit).
-                    actor.post(
-                        WsViolation(
-                            StreamErrorCondition.POLICY_VIOLATION,
-                            "message too large",
-                            limit="max_message_size",
-                        )
-                    )
-                else:
-                    actor.post(read_message(data, max_bytes=limit))
+                _text_message(actor, state.metrics, msg.data, limit)
             elif msg.type is WSMsgType.BINARY:
                 # W-MSG-02: binary messages are a protocol violation; close 1003.
                 actor.post(
