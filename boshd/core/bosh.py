@@ -775,7 +775,7 @@ class BoshSession:
             self._answer_oldest(now, others)  # B-ERR-11
         for rid in sorted(self._early):
             self._respond(self._early.pop(rid).token, others, now, cache_rid=None)
-        undelivered = self._bounce_queue()
+        self._bounce_queue()
         self._before_open = ()
         self.upstream_pending = 0
         self._actions.extend(_close_actions(self.stream))
@@ -784,12 +784,6 @@ class BoshSession:
             SessionEnded(
                 condition,
                 reason,
-                {
-                    "stanzas_up": self.stanzas_up,
-                    "stanzas_down": self.stanzas_down,
-                    "requests": self.requests,
-                    "undelivered": undelivered,
-                },
                 self._limit_hit,
                 EndCause.LIMIT if self._limit_hit else cause,
             )

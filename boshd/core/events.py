@@ -7,7 +7,7 @@ bytes upstream, close a connection). The runtime consumes actions with ``match``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from boshd.core.conditions import Condition, StreamErrorCondition
@@ -137,7 +137,6 @@ class BoshRequest:
     to: str | None = None
     lang: str | None = None
     from_: str | None = None
-    stream: str | None = None
 
     @property
     def is_terminate(self) -> bool:
@@ -334,7 +333,6 @@ class SessionEnded:
 
     condition: Condition | None
     reason: str = ""
-    stats: dict[str, int] = field(default_factory=dict, compare=False)
     limit: str | None = None  # the configured limit that ended the session, if any
     cause: EndCause = EndCause.INTERNAL
 

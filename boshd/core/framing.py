@@ -462,7 +462,6 @@ class WsSession:
             SessionEnded(
                 condition,
                 reason,
-                {"stanzas_up": self.stanzas_up, "stanzas_down": self.stanzas_down},
                 self._limit_hit,
                 EndCause.LIMIT if self._limit_hit else cause,
             )

@@ -61,7 +61,6 @@ class XmppStream:
         "client",
         "header",
         "label",
-        "restarts",
         "route",
         "server",
     )
@@ -75,7 +74,6 @@ class XmppStream:
         self.client = client
         self._phase = StreamPhase.IDLE
         self.server: ServerStreamInfo | None = None
-        self.restarts = 0
         self._close_requested = False
 
     @property
@@ -139,7 +137,6 @@ class XmppStream:
             from_=from_ if from_ is not None else self.header.from_,
             version=self.header.version,
         )
-        self.restarts += 1
         self._set_phase(StreamPhase.RESTARTING)
         return RestartUpstream(self.header)
 

@@ -14,7 +14,9 @@ request with exactly that ``rid``. It must do so before the session's inactivity
 
 Errors are JSON ``{"error": condition, "text": ...}``: 401 for a bad secret or failed SASL
 (with the SASL condition, e.g. ``not-authorized``), 400 for a bad request or unknown domain,
-502 when the XMPP server cannot be reached.
+502 when the XMPP server cannot be reached, 504 when the whole login does not finish within
+``PREBIND_TIMEOUT``. A prebind that fails in any way ends its session at once: no session
+(perhaps already authenticated) is left behind for nobody to attach to.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from lxml import etree
 
 from boshd.core.conditions import Condition
 from boshd.core.errors import ProtocolError
-from boshd.core.events import BoshRequest, CreateRequest, ResponseBody
+from boshd.core.events import BoshRequest, CreateRequest, ResponseBody, Shutdown
 from boshd.core.ns import BIND_NS, SASL_NS, STREAMS_NS
 from boshd.frontend.state import APP_STATE, AppState, bearer_matches, client_ip, is_secure
 from boshd.logjson import shown
@@ -67,9 +69,12 @@ class _Driver:
     def __init__(self, actor: SessionActor, rid: int) -> None:
         self.actor = actor
         self.rid = rid  # the last rid used
+        self.ending = False  # a terminate was sent or received: the session is ending
 
     async def send(self, payload: tuple[bytes, ...] = (), **attrs: Any) -> ResponseBody:
         self.rid += 1
+        if attrs.get("type") == "terminate":
+            self.ending = True
         token, future = self.actor.new_token()
         self.actor.post(BoshRequest(token=token, rid=self.rid, payload=payload, **attrs))
         body, _status = await future
@@ -80,6 +85,7 @@ class _Driver:
         body = first
         while True:
             if body.type == "terminate":
+                self.ending = True
                 condition = body.condition.value if body.condition else "remote-stream-error"
                 raise PrebindError(502, condition, "the XMPP session ended")
             for data in body.payload:
@@ -163,8 +169,27 @@ async def _prebind(
         # Over the session cap or shutting down is the server's state, not a bad request.
         busy = exc.condition in (Condition.POLICY_VIOLATION, Condition.SYSTEM_SHUTDOWN)
         raise PrebindError(503 if busy else 400, exc.condition.value, exc.reason) from None
-    body, _ = await future
     driver = _Driver(actor, rid)
+    try:
+        return await _drive(driver, future, domain, mechanism, initial, resource)
+    except BaseException:
+        # Issue 14: a prebind that fails, or times out (the caller's timeout cancels us), ends
+        # its session at once instead of leaving it, perhaps authenticated, until inactivity.
+        if not driver.ending and not actor.ended:
+            actor.post(Shutdown(Condition.REMOTE_CONNECTION_FAILED))
+        raise
+
+
+async def _drive(
+    driver: _Driver,
+    future: asyncio.Future[tuple[ResponseBody, int]],
+    domain: str,
+    mechanism: str,
+    initial: bytes,
+    resource: str,
+) -> dict[str, Any]:
+    """Log the session in as a client would: SASL, stream restart, resource binding."""
+    body, _ = await future
     await driver.until(f"{{{STREAMS_NS}}}features", body)
     encoded = base64.b64encode(initial).decode() or "="
     auth = f"<auth xmlns='{SASL_NS}' mechanism={quoteattr(mechanism)}>{encoded}</auth>"
@@ -189,4 +214,4 @@ async def _prebind(
     if result.get("type") != "result" or not bound:
         await driver.send(type="terminate")
         raise PrebindError(502, "bind-failed", "the server refused resource binding")
-    return {"jid": bound, "sid": actor.sid, "rid": driver.rid + 1}
+    return {"jid": bound, "sid": driver.actor.sid, "rid": driver.rid + 1}

@@ -171,6 +171,24 @@ def _refused(ip: str, reason: str) -> None:
     )
 
 
+def _text_message(actor: SessionActor, metrics: Metrics, text: str, limit: int) -> None:
+    """Post one text message to the session. Sizes are UTF-8 bytes, as on the wire and as
+    limits.max_message_size says (G-LIM-01), not characters: encoded once, the parser takes
+    the bytes (and the encoded copy is not kept by the read loop between messages)."""
+    data = text.encode()
+    metrics.ws_bytes_in.inc(len(data))
+    actor.client_activity(nbytes_in=len(data))
+    if len(data) > limit:
+        # Counted in boshd_rejections_total by the session's end (its limit).
+        actor.post(
+            WsViolation(
+                StreamErrorCondition.POLICY_VIOLATION, "message too large", limit="max_message_size"
+            )
+        )
+    else:
+        actor.post(read_message(data, max_bytes=limit))
+
+
 async def handle_ws(request: web.Request) -> web.StreamResponse:
     state = request.app[APP_STATE]
     config = state.config
@@ -198,59 +216,52 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
         raise _refusal(exc) from None
     subject = identity.subject if identity else None
     try:
-        state.registry.admit(ip)
+        slot = state.registry.reserve(ip)
     except ProtocolError as exc:
         _refused(ip, exc.reason)
         if state.registry.draining:
             raise web.HTTPServiceUnavailable(text=f"{exc.reason}\n") from None
         raise web.HTTPTooManyRequests(text=f"{exc.reason}\n") from None
-    limit = config.limits.max_message_size
-    ws = web.WebSocketResponse(
-        protocols=(SUBPROTOCOL,),  # W-HS-01/02: exactly one token, 'xmpp'
-        max_msg_size=limit * 2,  # a backstop; we answer policy-violation above `limit`
-        heartbeat=config.websocket.ping_interval or None,
-        autoping=True,
-        compress=False,
-    )
-    version = request.headers.get("Sec-WebSocket-Version")
-    if version is not None and version.strip() != "13":
-        # RFC 6455 §4.2.2 (W-HS-04): tell the client which version we speak.
-        raise web.HTTPUpgradeRequired(
-            headers={"Sec-WebSocket-Version": "13"}, text="WebSocket version 13 required\n"
+    # Between the admission and the registration the handshake awaits (prepare): the slot
+    # holds the place under the limits, and a handshake that fails gives it back.
+    try:
+        limit = config.limits.max_message_size
+        ws = web.WebSocketResponse(
+            protocols=(SUBPROTOCOL,),  # W-HS-01/02: exactly one token, 'xmpp'
+            max_msg_size=limit * 2,  # a backstop; we answer policy-violation above `limit`
+            heartbeat=config.websocket.ping_interval or None,
+            autoping=True,
+            compress=False,
         )
-    if ws.can_prepare(request).protocol != SUBPROTOCOL:
-        # aiohttp reads only the first Sec-WebSocket-Protocol line; offer it the merged list.
-        headers = CIMultiDict(request.headers)
-        headers.popall("Sec-WebSocket-Protocol", None)
-        headers["Sec-WebSocket-Protocol"] = ", ".join(offered_protocols(request))
-        request = request.clone(headers=headers)
-    if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="WebSocket upgrade required\n")
-    await ws.prepare(request)
-    _require_masking(request, ws, ip)
-    actor = state.registry.create_websocket(
-        client_ip=ip, secure=is_secure(request, state.config), subject=subject
-    )
-    socket = AiohttpSocket(ws, actor, state.metrics, request.transport)
-    actor.socket = socket
-    state.registry.register(actor)
+        version = request.headers.get("Sec-WebSocket-Version")
+        if version is not None and version.strip() != "13":
+            # RFC 6455 §4.2.2 (W-HS-04): tell the client which version we speak.
+            raise web.HTTPUpgradeRequired(
+                headers={"Sec-WebSocket-Version": "13"}, text="WebSocket version 13 required\n"
+            )
+        if ws.can_prepare(request).protocol != SUBPROTOCOL:
+            # aiohttp reads only the first Sec-WebSocket-Protocol line; offer it the merged list.
+            headers = CIMultiDict(request.headers)
+            headers.popall("Sec-WebSocket-Protocol", None)
+            headers["Sec-WebSocket-Protocol"] = ", ".join(offered_protocols(request))
+            request = request.clone(headers=headers)
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPBadRequest(text="WebSocket upgrade required\n")
+        await ws.prepare(request)
+        _require_masking(request, ws, ip)
+        actor = state.registry.create_websocket(
+            client_ip=ip, secure=is_secure(request, state.config), subject=subject
+        )
+        socket = AiohttpSocket(ws, actor, state.metrics, request.transport)
+        actor.socket = socket
+        state.registry.register(actor, slot)
+    finally:
+        state.registry.release(slot)  # nothing once registered
     reason, inactive = "client went away", False
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
-                state.metrics.ws_bytes_in.inc(len(msg.data))
-                actor.client_activity(nbytes_in=len(msg.data))
-                if len(msg.data) > limit:
-                    # Counted in boshd_rejections_total by the session's end (its limit).
-                    actor.post(
-                        WsViolation(
-                            StreamErrorCondition.POLICY_VIOLATION,
-                            "message too large",
-                            limit="max_message_size",
-                        )
-                    )
-                else:
-                    actor.post(read_message(msg.data, max_bytes=limit))
+                _text_message(actor, state.metrics, msg.data, limit)
             elif msg.type is WSMsgType.BINARY:
                 # W-MSG-02: binary messages are a protocol violation; close 1003.
                 actor.post(

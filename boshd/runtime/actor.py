@@ -76,7 +76,6 @@ _UPSTREAM_EVENTS = (
     UpstreamStanzas,
     UpstreamBound,
     UpstreamStreamError,
-    UpstreamBound,
     UpstreamClosed,
     UpstreamFailed,
 )

@@ -47,6 +47,17 @@ def new_sid() -> str:
 SHED_INTERVAL = 5.0  # seconds between two Registry._shed sweeps
 
 
+class Slot:
+    """A place under the session limits, held from admission until the session is registered
+    or the handshake fails (:meth:`Registry.reserve`)."""
+
+    __slots__ = ("held", "key")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.held = True
+
+
 class Registry:
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self.config = config
@@ -61,6 +72,7 @@ class Registry:
         self._rates: dict[str, TokenBucket] = {}
         self._keys: dict[str, str] = {}  # sid -> the key its session is counted under
         self._unannounced: set[str] = set()  # sessions whose start line waits for a domain
+        self._reserved = 0  # admitted handshakes not registered yet (Slot), in per_ip too
         self.draining = False
         self._shed_timer: asyncio.TimerHandle | None = None
         # Issue 13: bytes on their way to XMPP servers, per session and in total.
@@ -102,7 +114,7 @@ class Registry:
         limits = self.config.limits
         if self.draining:
             raise PolicyViolation("shutting down", Condition.SYSTEM_SHUTDOWN)
-        if len(self.sessions) >= limits.max_sessions:
+        if len(self.sessions) + self._reserved >= limits.max_sessions:
             self._refuse("max_sessions")
         if not per_address:
             return
@@ -276,8 +288,31 @@ class Registry:
         """The subject the bound JID must match, if [auth] asks for that."""
         return subject if self.config.auth.require_jid_match else None
 
-    def register(self, actor: SessionActor) -> None:
-        """Add a session created elsewhere (WebSocket) and start its task."""
+    def reserve(self, client_ip: str) -> Slot:
+        """Admit a session whose creation awaits (the WebSocket handshake) and hold its place
+        under the limits until :meth:`register` or :meth:`release`: handshakes running at
+        the same time see each other, so together they cannot exceed limits.max_sessions or
+        the per-address limits (G-LIM-02; issue 14: BOSH admits and registers in one step)."""
+        self.admit(client_ip)
+        key = address_key(client_ip, self.config.limits.ipv6_prefix_length)
+        self.per_ip[key] += 1
+        self._reserved += 1
+        return Slot(key)
+
+    def release(self, slot: Slot) -> None:
+        """Give back a slot whose handshake failed; nothing once the session is registered."""
+        if not slot.held:
+            return
+        slot.held = False
+        self._reserved -= 1
+        self.per_ip[slot.key] -= 1
+        if self.per_ip[slot.key] <= 0:
+            del self.per_ip[slot.key]
+
+    def register(self, actor: SessionActor, slot: Slot) -> None:
+        """Add a session created elsewhere (WebSocket) in the slot it was admitted to and
+        start its task."""
+        self.release(slot)  # the session now counts in its place, with no await between
         self._started(actor)
         self._start(actor)
 

@@ -167,8 +167,6 @@ class UpstreamConnection(asyncio.Protocol):
         "_transport",
         "bound_jid",
         "bytes_in",
-        "bytes_out",
-        "target",
     )
 
     def __init__(
@@ -189,12 +187,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._closed: asyncio.Future[None] = loop.create_future()
         self._server_end: asyncio.Future[None] = loop.create_future()  # closing tag or error seen
         self._closing = False
-        self.target: Target | None = None
         self.bound_jid: str | None = None
         self._since_recycle = 0
         self._quiet = True  # nothing received since the last shed_if_quiet()
         self.bytes_in = 0
-        self.bytes_out = 0
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -328,7 +324,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     async def open(self, target: Target, header: StreamHeader, timeout: float) -> None:
         """Connect and negotiate; on success the first usable events have been delivered."""
-        self.target = target
         try:
             async with asyncio.timeout(timeout):
                 await self._open(target, header)
@@ -436,7 +431,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self.bytes_out += len(data)
             self._transport.write(data)
 
     def send(self, chunks: tuple[bytes, ...]) -> None:

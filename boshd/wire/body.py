@@ -137,7 +137,6 @@ def read_request(root: etree._Element, token: int) -> BoshRequest:
         to=root.get("to"),
         lang=root.get(_XML_LANG),
         from_=root.get("from"),
-        stream=root.get("stream"),
     )
 
 

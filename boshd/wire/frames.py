@@ -26,8 +26,8 @@ XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 ClientInput = WsOpen | WsClose | WsStanza | WsViolation
 
 
-def read_message(text: str, *, max_bytes: int) -> ClientInput:
-    data = text.encode()
+def read_message(data: bytes, *, max_bytes: int) -> ClientInput:
+    """One WebSocket text message, as its UTF-8 bytes, turned into the session's input."""
     try:
         root = parse_fragment(data, max_bytes=max_bytes)
     except XmlTooLarge as exc:

@@ -14,6 +14,7 @@ from boshd.config import parse_config
 from boshd.core.errors import ConfigError
 from boshd.frontend.admin import build_admin_app
 from tests.protocol.conftest import AppFactory, Bosh
+from tests.protocol.test_ops import scrape, value
 from tests.protocol.wskit import ws_session
 from tests.support.fakexmpp import SASL, FakeXmppServer
 
@@ -163,6 +164,30 @@ async def test_prebind_upstream_down_is_502(make_app: AppFactory, fake: FakeXmpp
     status, result = await prebind(client, {"jid": "user@example.com", "password": "pw"})
     assert status == 502
     assert result["error"] == "remote-connection-failed"
+
+
+@pytest.mark.parametrize("stall", ["header", "auth", "bind"])
+async def test_prebind_that_times_out_ends_its_session_at_once(
+    make_app: AppFactory, fake: FakeXmppServer, monkeypatch: pytest.MonkeyPatch, stall: str
+) -> None:
+    """A prebind whose XMPP server stops answering (stream header, SASL or, once
+    authenticated, resource binding) answers 504 and ends its session at once: no session
+    left, the upstream stream closed, well before bosh.inactivity and upstream.connect_timeout
+    (issue 14 defect)."""
+    monkeypatch.setattr("boshd.frontend.prebind.PREBIND_TIMEOUT", 0.5)
+    setattr(fake.behaviour, f"answer_{stall}", False)
+    client = await make_app(
+        **PREBIND,
+        bosh={"inactivity": 60, "max_wait": 60, "default_wait": 60},
+        upstream={"connect_timeout": 30},
+    )
+    status, result = await prebind(client, {"jid": "user@example.com", "password": "pw"})
+    assert (status, result["error"]) == (504, "remote-connection-failed")
+    conn = await fake.connection()
+    await conn.wait_closed(timeout=3)
+    async with asyncio.timeout(3):
+        while value(await scrape(client), "boshd_sessions_active{transport=bosh}"):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
 
 
 async def test_prebind_disabled_by_default(make_app: AppFactory) -> None:

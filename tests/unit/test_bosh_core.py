@@ -755,10 +755,11 @@ def test_no_restart_without_client_request() -> None:
 
 
 def test_add_stream_attributes_ignored() -> None:
-    """Without multi-stream support, to/xml:lang/stream on later requests are a plain poll
-    (B-MULTI-02, B-SREQ-12)."""
+    """Without multi-stream support, to/xml:lang on later requests are a plain poll
+    (B-MULTI-02, B-SREQ-12); a 'stream' attribute never reaches the core (wire/body.py
+    does not read it)."""
     h = Harness()
-    t = h.request(to="other.example", lang="fr", stream="s2")
+    t = h.request(to="other.example", lang="fr")
     assert not h.answered(t)
     assert not h.session.closed
     assert len(h.of(ConnectUpstream)) == 1
