@@ -58,6 +58,10 @@ STANZA = 200_000  # bytes of one flooding stanza, as in the report
 PER_SESSION = 256 * 1024  # limits.max_upstream_queue in these tests (>= max_body_size)
 MiB = 1024 * 1024
 FLOOD = 30  # stanzas per flooding session: 6 MB, about twice what the kernel absorbs
+# What the whole test process may still hold once the floods are over (clients' frames,
+# garbage not yet collected): without the bound it holds the floods themselves (tens of MB);
+# 8 MiB was exceeded by 0.4 MB under a loaded machine.
+HEAP_BOUND = 16 * MiB
 LIMITS = {
     "max_upstream_queue": PER_SESSION,
     "max_upstream_queue_total": 64 * MiB,
@@ -296,7 +300,7 @@ async def test_bosh_flood_against_a_server_that_stops_reading_is_bounded(
     # Unbounded, the 20 sessions would keep ~3 MB each (what the kernel did not absorb):
     # ~60 MB. Bounded, nothing is left once they have ended; the peak is the requests in
     # flight plus at most one limit per session.
-    assert watch.heap_now < 8 * MiB, watch.heap_now
+    assert watch.heap_now < HEAP_BOUND, watch.heap_now
     assert watch.heap_peak < 40 * MiB, watch.heap_peak
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert sum("limits.max_upstream_queue exceeded" in m for m in warnings) == 20, warnings
@@ -329,7 +333,7 @@ async def test_websocket_flood_against_a_server_that_stops_reading_is_bounded(
     for frames, code in results:
         assert_refused_ws(frames, code)
     assert watch.session_max <= PER_SESSION, watch.session_max
-    assert watch.heap_now < 8 * MiB, watch.heap_now
+    assert watch.heap_now < HEAP_BOUND, watch.heap_now
     families = await scrape(app.client)
     assert value(families, "boshd_rejections_total{kind=limit:max_upstream_queue}") == 10
 
@@ -403,7 +407,7 @@ async def test_payload_before_the_stream_opens_is_bounded(
         assert_refused_ws(frames, code)
     assert elapsed < 2.0, elapsed  # refused by the bound, not by the connect timeout
     assert watch.session_max <= PER_SESSION, watch.session_max
-    assert watch.heap_now < 8 * MiB, watch.heap_now
+    assert watch.heap_now < HEAP_BOUND, watch.heap_now
     assert all(not c.elements for c in stalled.connections), "payload reached the server"
 
 
