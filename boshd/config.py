@@ -294,9 +294,12 @@ def _path_or_empty(value: Any) -> str:
     return text
 
 
-def opt(default: Any, doc: str, parse: Callable[[Any], Any], check: str = "") -> Any:
+def opt(
+    default: Any, doc: str, parse: Callable[[Any], Any], check: str = "", *, secret: bool = False
+) -> Any:
     """Declare one config key: default, meaning (for docs/configuration.md), parser, range
-    rule (numeric keys only: ">0", ">=0" (the default) or "port")."""
+    rule (numeric keys only: ">0", ">=0" (the default) or "port"); ``secret`` keeps the value
+    out of the config's repr (tracebacks, assertion diffs)."""
     if parse in _NUMERIC:
         check = check or ">=0"
         if check not in _RULES:
@@ -306,7 +309,7 @@ def opt(default: Any, doc: str, parse: Callable[[Any], Any], check: str = "") ->
     meta = {"doc": doc, "parse": parse, "check": check}
     if isinstance(default, list | dict):
         raise TypeError("use tuples for defaults")
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 # --------------------------------------------------------------------------- sections
@@ -470,6 +473,7 @@ class AuthConfig:
         "",
         "Shared HS256 secret for mode = 'token', at least 32 bytes (prefer token_secret_file).",
         _str,
+        secret=True,
     )
     token_secret_file: str = opt(
         "", "File holding the shared secret; read at start and on SIGHUP.", _file
@@ -520,6 +524,7 @@ class PrebindConfig:
         "",
         "Shared secret (at least 16 bytes) the application server sends as a Bearer token.",
         _str,
+        secret=True,
     )
     secret_file: str = opt("", "File holding that secret; read at start and on SIGHUP.", _file)
 
@@ -529,7 +534,9 @@ class AdminConfig:
     listen: tuple[str, ...] = opt(
         (), "Admin API listeners: loopback 'host:port' or 'unix:/path' ('' = off).", _listen
     )
-    token: str = opt("", "Bearer token (at least 16 bytes) the admin API requires.", _str)
+    token: str = opt(
+        "", "Bearer token (at least 16 bytes) the admin API requires.", _str, secret=True
+    )
     token_file: str = opt("", "File holding that token; read at start and on SIGHUP.", _file)
     allow_remote: bool = opt(False, "Allow admin listeners on non-loopback addresses.", _bool)
 

@@ -276,18 +276,9 @@ def _to_session(
         # B-SREQ-01, B-INACT-02, A-8: unknown or expired sid (or a WebSocket session's, which
         # is no BOSH session); we cannot tell a legacy client.
         return _reply(_terminate(Condition.ITEM_NOT_FOUND), cors=cors)
-    if actor.secure and not is_secure(request, state.config):
-        # B-HTTP-14: a TLS session continued over plain HTTP (directly, or as a trusted proxy
-        # reports it): close without answering, keep the session alive.
-        state.metrics.rejections.labels("insecure").inc()
-        ip = client_ip(request, state.config)
-        log.warning(
-            "[%s] plain-HTTP request for a TLS session from %s",
-            sid,
-            ip,
-            extra=fields(sid=sid, client=ip, transport="bosh", reason="insecure"),
-        )
-        return HttpAnswer(400, b"", cors=cors, close=True, silent=True)
+    refused = _insecure(state, actor, request, cors)
+    if refused is not None:
+        return refused
     actor.client_activity(nbytes_in=size)
     token, future = actor.new_token(request.transport)
     if root is None:
@@ -365,6 +356,26 @@ def _refused(ip: str, domain: str | None, condition: Condition, reason: str) -> 
     )
 
 
+def _insecure(
+    state: AppState, actor: SessionActor, request: RequestView, cors: dict[str, str] | None
+) -> HttpAnswer | None:
+    """B-HTTP-14: a request for a TLS session that arrived over plain HTTP (directly, or as a
+    trusted proxy reports it) is closed without an answer and the session lives on, whatever
+    the request holds: a valid body, or one that fails parsing or the schema (which would
+    otherwise end the session). None for any other request."""
+    if not actor.secure or is_secure(request, state.config):
+        return None
+    state.metrics.rejections.labels("insecure").inc()
+    ip = client_ip(request, state.config)
+    log.warning(
+        "[%s] plain-HTTP request for a TLS session from %s",
+        actor.sid,
+        ip,
+        extra=fields(sid=actor.sid, client=ip, transport="bosh", reason="insecure"),
+    )
+    return HttpAnswer(400, b"", cors=cors, close=True, silent=True)
+
+
 async def _reject_parsed(
     state: AppState,
     root: etree._Element,
@@ -377,7 +388,7 @@ async def _reject_parsed(
     sid = root.get("sid")
     actor = state.registry.get(sid, "bosh") if sid else None
     if actor is not None:
-        return await _kill_with(state, actor, exc, cors)
+        return _insecure(state, actor, request, cors) or await _kill_with(state, actor, exc, cors)
     legacy = sid is None and root.get("ver") is None
     status = (exc.legacy_status or 200) if legacy else 200
     return _reply(_terminate(exc.condition), status, cors=cors)
@@ -395,7 +406,7 @@ async def _reject_unparsed(
     match = _SID.search(data[:4096])
     actor = state.registry.get(match.group(1).decode(), "bosh") if match else None
     if actor is not None:
-        return await _kill_with(state, actor, exc, cors)
+        return _insecure(state, actor, request, cors) or await _kill_with(state, actor, exc, cors)
     return _reply(_terminate(exc.condition), cors=cors)
 
 

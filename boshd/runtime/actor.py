@@ -735,19 +735,20 @@ class SessionActor:
         self._waiters.clear()
 
     async def _finish(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._frames or self._ws_close is not None:
-            with contextlib.suppress(Exception):  # the last frames of a closing WebSocket
-                await self._socket_io()
-        self._answer_leftovers()  # cannot be needed if the core keeps its promise
-        if self._connect_task is not None and not self._connect_task.done():
-            self._connect_task.cancel()
         try:
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._frames or self._ws_close is not None:
+                with contextlib.suppress(Exception):  # the last frames of a closing WebSocket
+                    await self._socket_io()
+            self._answer_leftovers()  # cannot be needed if the core keeps its promise
+            if self._connect_task is not None and not self._connect_task.done():
+                self._connect_task.cancel()
             if self._close_tasks:
                 # Counted until the connection is closed: a graceful close still flushes.
                 await asyncio.gather(*self._close_tasks, return_exceptions=True)
         finally:
+            # Also when cancelled (a drain that timed out): no charge outlives the session.
             self._release_charge()
         if self._ended is None:
             self._ended = SessionEnded(None, "finished", cause=EndCause.INTERNAL)

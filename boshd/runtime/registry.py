@@ -315,6 +315,10 @@ class Registry:
         self.release(slot)  # the session now counts in its place, with no await between
         self._started(actor)
         self._start(actor)
+        if self.draining:
+            # Admitted before a drain began and completed after it: end it like the others
+            # (B-ERR-07, G-SHUT-01) instead of letting the runner cut it off.
+            actor.post(Shutdown(Condition.SYSTEM_SHUTDOWN))
 
     # ------------------------------------------------------------------ upstream
 

@@ -496,3 +496,34 @@ async def test_session_usable_after_client_abandons_a_request(
     assert replay.children == []
     following = await s.send()
     assert [c.findtext("{jabber:client}body") for c in following.children] == ["9"]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-front", "aiohttp-front"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "<body xmlns='{ns}' rid='1001' sid='{sid}' bogus='1'/>",  # fails the schema
+        "<body xmlns='{ns}' rid='1001' sid='{sid}'><unclosed></body>",  # not well-formed
+        "<!DOCTYPE body><body xmlns='{ns}' rid='1001' sid='{sid}'/>",  # restricted
+    ],
+    ids=["schema", "malformed", "doctype"],
+)
+async def test_a_bad_plain_request_cannot_end_a_tls_session(
+    make_app: Any, fake: FakeXmppServer, fast: bool, bad: str
+) -> None:
+    """A plain-HTTP request naming a TLS session is closed unanswered even when its body is
+    refused (bad schema, not well-formed, DOCTYPE), which would otherwise end the session:
+    the session lives on over https (B-HTTP-14, XEP-0124 §19.1; found by the review of issue
+    13 finding 7)."""
+    s = await start(make_app, server={"trusted_proxies": ["127.0.0.1"], "fast_bosh": fast})
+    https = {"X-Forwarded-Proto": "https"}
+    async with RawHttp(s.client) as raw:
+        sid = _sid((await raw.request(CREATE, headers=https)).body)
+    conn = await fake.connection()
+    data = bad.format(ns=BOSH_NS, sid=sid).encode()
+    async with RawHttp(s.client) as raw:
+        await raw.write(raw.build(data, headers={"X-Forwarded-Proto": "http"}))
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+            await raw.response(timeout=2.0)
+    assert await _continued(s, sid, 1001, https, "1")
+    assert [e.node.get("id") for e in conn.elements] == ["m1"]

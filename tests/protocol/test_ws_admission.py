@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from boshd.frontend.app import build_app
+from boshd.frontend.state import APP_STATE
 from tests.protocol.conftest import test_config as config_for
 from tests.protocol.test_ops import scrape, value
 from tests.protocol.wskit import WS_PATH
@@ -123,3 +124,37 @@ async def test_failed_and_concurrent_handshakes_never_leak_or_exceed_slots(
     for ws in again:
         await ws.close()
     assert (len(again), refused) == (limit, [429] * 3)
+
+
+async def test_handshake_completing_during_a_drain_gets_system_shutdown(
+    aiohttp_client: Any, fake: FakeXmppServer
+) -> None:
+    """A WebSocket handshake admitted before a drain began and completed after it gets the
+    system-shutdown stream error and a close like every other session, instead of living on
+    until the runner cuts it off (B-ERR-07, G-SHUT-01; found by the review of the admission
+    fix)."""
+    app = build_app(config_for(fake.port, limits={"session_rate_per_ip": 0}))
+    release = asyncio.Event()
+    paused = asyncio.Event()
+
+    async def hold_upgrade(request: web.Request, response: web.StreamResponse) -> None:
+        if isinstance(response, web.WebSocketResponse):
+            paused.set()
+            await release.wait()
+
+    app.on_response_prepare.append(hold_upgrade)
+    client: TestClient = await aiohttp_client(BoshdTestServer(app))
+    registry = app[APP_STATE].registry
+    connecting = asyncio.ensure_future(client.ws_connect(WS_PATH, protocols=("xmpp",)))
+    await asyncio.wait_for(paused.wait(), 5)
+    draining = asyncio.ensure_future(registry.drain(5.0))
+    await asyncio.sleep(0.05)
+    release.set()
+    ws = await asyncio.wait_for(connecting, 5)
+    texts = []
+    async with asyncio.timeout(5):
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                texts.append(msg.data)
+    assert any("system-shutdown" in t for t in texts), texts
+    await asyncio.wait_for(draining, 10)

@@ -378,3 +378,17 @@ def test_every_file_key_is_either_a_secret_or_known() -> None:
     }
     assert found == {f"{k}_file" for k in file_keys} | others
     assert {f.name for f in fields(Secrets)} == {k[2] for k in _SECRET_KEYS}
+
+
+def test_inline_secrets_stay_out_of_the_configs_repr() -> None:
+    """auth.token_secret, prebind.secret and admin.token never appear in repr(Config), which
+    tracebacks and assertion diffs print (issue 13 finding 8; found by the review)."""
+    values = {
+        "auth": {"mode": "token", "token_secret": "S" * 40},
+        "prebind": {"path": "/prebind", "secret": "P" * 20},
+        "admin": {"token": "A" * 20},
+    }
+    config = parse_config(values)
+    text = repr(config)
+    for secret in ("S" * 40, "P" * 20, "A" * 20):
+        assert secret not in text
