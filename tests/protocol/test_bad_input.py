@@ -678,19 +678,20 @@ def check_ws_outcome(frames: list[Frame], close: Frame | None, *, accepted: bool
             assert texts[-1] == STROPHE_CLOSE, texts
 
 
-async def ws_example(
-    arena: Arena, template: str, mutations: list[Op], binary: bool, pre_open: bool
-) -> None:
+async def ws_attempt(
+    arena: Arena, opcode: int, payload: bytes, *, pre_open: bool, tag: str
+) -> tuple[list[Frame], Frame | None, bool]:
+    """Send one message on a fresh WebSocket, then a ping tagged ``tag``: it is taken (the
+    ping reaches the server, then the stream is closed on request) or the stream ends; never
+    silence. Returns the CM's frames, its Close frame and whether the message was taken."""
     since = len(arena.fake.connections)
-    tag = f"sentinel-{arena.examples}"
-    payload = mutate(WS_TEMPLATES[template].encode(), mutations)
     async with RawWs.connect(arena.client) as raw:
         if pre_open:
             await raw.open()
         reader = asyncio.ensure_future(read_until_closed(raw))
         watcher = asyncio.ensure_future(reached(arena.fake, since, tag))
         with contextlib.suppress(ConnectionError):
-            await raw.send_frame(OP_BINARY if binary else OP_TEXT, payload)
+            await raw.send_frame(opcode, payload)
             await raw.send_text(sentinel(tag))
         done, _ = await asyncio.wait(
             {reader, watcher}, timeout=EXAMPLE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
@@ -703,6 +704,21 @@ async def ws_example(
             with contextlib.suppress(ConnectionError):
                 await raw.send_text(CLIENT_CLOSE)
         frames, close = await reader
+    return frames, close, accepted
+
+
+async def ws_example(
+    arena: Arena, template: str, mutations: list[Op], binary: bool, pre_open: bool
+) -> None:
+    since = len(arena.fake.connections)
+    payload = mutate(WS_TEMPLATES[template].encode(), mutations)
+    frames, close, accepted = await ws_attempt(
+        arena,
+        OP_BINARY if binary else OP_TEXT,
+        payload,
+        pre_open=pre_open,
+        tag=f"sentinel-{arena.examples}",
+    )
     check_ws_outcome(frames, close, accepted=accepted)
     record(f"WS accepted={accepted} close={close and close.close_code}")
     try:

@@ -10,7 +10,6 @@ which a parser that opened it would block on until the watcher thread noticed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 
 import pytest
@@ -25,13 +24,11 @@ from tests.protocol.test_bad_input import (
     Arena,
     check_ws_outcome,
     post,
-    reached,
-    read_until_closed,
     refused_with,
-    sentinel,
+    ws_attempt,
     ws_refused,
 )
-from tests.protocol.wskit import CLIENT_CLOSE, RawWs
+from tests.protocol.wskit import OP_TEXT
 from tests.support.canary import FifoCanary
 from tests.support.hostile_xml import HIDERS, documents, dtds
 
@@ -134,24 +131,9 @@ async def ws_try(arena: Arena, data: bytes) -> None:
     """One generated message on an open stream: either taken (a following ping still reaches
     the server) or the stream ends with one stream error; never silence."""
     since = len(arena.fake.connections)
-    tag = f"hostile-{arena.examples}"
-    async with RawWs.connect(arena.client) as raw:
-        await raw.open()
-        reader = asyncio.ensure_future(read_until_closed(raw))
-        watcher = asyncio.ensure_future(reached(arena.fake, since, tag))
-        with contextlib.suppress(ConnectionError):
-            await raw.send_text(data.decode())
-            await raw.send_text(sentinel(tag))
-        done, _ = await asyncio.wait(
-            {reader, watcher}, timeout=EXAMPLE_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-        )
-        assert done, f"neither taken nor refused within {EXAMPLE_TIMEOUT} s: {data[:200]!r}"
-        accepted = watcher in done
-        watcher.cancel()
-        if accepted:
-            with contextlib.suppress(ConnectionError):
-                await raw.send_text(CLIENT_CLOSE)
-        frames, close = await reader
+    frames, close, accepted = await ws_attempt(
+        arena, OP_TEXT, data, pre_open=True, tag=f"hostile-{arena.examples}"
+    )
     check_ws_outcome(frames, close, accepted=accepted)
     await arena.upstream_closed(arena.fake.connections[since:])
 
